@@ -1,0 +1,188 @@
+"""``make_env``: one entry point for Gymnasium ids, DeepMind Control tasks and our own envs.
+
+Every env it returns has actions in [-1, 1], flat float32 observations, optional action
+repeat, a seed that the first ``reset()`` uses, and a check that observations stay finite.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+import modelrl.envs.cartpole  # noqa: F401  (registers CartPoleSwingUp-v0 with gymnasium)
+from modelrl.envs.dmc import DMC_PREFIX, DMCEnv, dmc_task_ids, parse_dmc_id
+
+
+class NonFiniteObservationError(RuntimeError):
+    """An environment produced an observation containing NaN or inf."""
+
+
+class NormalizeAction(gymnasium.ActionWrapper):
+    """Expose a Box action space as [-1, 1]: clip to [-1, 1], then map affinely onto [low, high].
+
+    The map is ``center + half_range * a``, so symmetric bounds are an exact scaling and
+    [-1, 1] bounds are the identity (plus clipping).
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, spaces.Box):
+            raise ValueError(
+                f"make_env supports continuous (Box) action spaces only; got {space}. "
+                "Planners and the agents here act in [-1, 1]."
+            )
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError(f"Cannot normalise an unbounded action space {space} to [-1, 1]")
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        self._center = (high + low) / 2.0
+        self._half = (high - low) / 2.0
+        self._dtype = space.dtype
+        self.action_space = spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+
+    def action(self, action: Any) -> np.ndarray:
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(self._center.shape), -1.0, 1.0)
+        return (self._center + self._half * a).astype(self._dtype)
+
+
+class FlattenFloat32Observation(gymnasium.ObservationWrapper):
+    """Observations as flat float32 vectors; dict observations are concatenated in sorted key order."""
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if isinstance(space, spaces.Dict):
+            self._keys: tuple[str, ...] | None = tuple(sorted(space.spaces))
+            parts = [space.spaces[k] for k in self._keys]
+        elif isinstance(space, spaces.Box):
+            self._keys = None
+            parts = [space]
+        else:
+            raise ValueError(f"make_env supports Box or Dict-of-Box observations; got {space}")
+        if not all(isinstance(p, spaces.Box) for p in parts):
+            raise ValueError(f"make_env supports Box or Dict-of-Box observations; got {space}")
+        low = np.concatenate([np.asarray(p.low, dtype=np.float32).reshape(-1) for p in parts])
+        high = np.concatenate([np.asarray(p.high, dtype=np.float32).reshape(-1) for p in parts])
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        if self._keys is None:
+            return np.asarray(observation, dtype=np.float32).reshape(-1)
+        return np.concatenate(
+            [np.asarray(observation[k], dtype=np.float32).reshape(-1) for k in self._keys]
+        )
+
+
+class CheckFinite(gymnasium.Wrapper):
+    """Raise ``NonFiniteObservationError`` naming the env and step when an observation is not finite."""
+
+    def __init__(self, env: gymnasium.Env, env_id: str) -> None:
+        super().__init__(env)
+        self._env_id = env_id
+        self._t = 0
+
+    def _check(self, obs: np.ndarray, where: str) -> None:
+        if not np.all(np.isfinite(obs)):
+            bad = np.flatnonzero(~np.isfinite(obs)).tolist()
+            raise NonFiniteObservationError(
+                f"{self._env_id}: non-finite observation {where} (entries {bad}): {obs}"
+            )
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._t = 0
+        self._check(obs, "at reset")
+        return obs, info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._t += 1
+        self._check(obs, f"at step {self._t} after reset")
+        return obs, reward, terminated, truncated, info
+
+
+class ActionRepeat(gymnasium.Wrapper):
+    """Repeat each action ``repeat`` times, summing rewards; stop early when the episode ends."""
+
+    def __init__(self, env: gymnasium.Env, repeat: int) -> None:
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+class SeedFirstReset(gymnasium.Wrapper):
+    """Use ``seed`` for the first ``reset()`` called without one, and seed the action space."""
+
+    def __init__(self, env: gymnasium.Env, seed: int | None) -> None:
+        super().__init__(env)
+        self._pending_seed = seed
+        if seed is not None:
+            self.action_space.seed(seed)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+def _unknown_id_error(env_id: str) -> ValueError:
+    candidates = list(gymnasium.registry.keys())
+    try:
+        candidates += dmc_task_ids()
+    except ImportError:
+        pass
+    close = difflib.get_close_matches(env_id, candidates, n=5, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ValueError(
+        f"Unknown environment id {env_id!r}.{hint} Use a Gymnasium id (e.g. 'Pendulum-v1') or "
+        "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup')."
+    )
+
+
+def make_env(
+    env_id: str,
+    seed: int | None = None,
+    action_repeat: int = 1,
+    *,
+    render_mode: str | None = None,
+    **env_kwargs: Any,
+) -> gymnasium.Env:
+    """Build ``env_id`` with actions in [-1, 1] and flat float32 observations.
+
+    ``env_id`` is a Gymnasium id ("Pendulum-v1", "CartPoleSwingUp-v0") or "dmc:<domain>-<task>".
+    ``seed`` seeds the first reset and the action space; ``action_repeat`` repeats each action
+    and sums the rewards. ``env_kwargs`` go to ``gymnasium.make`` (or ``DMCEnv``). Unknown ids
+    raise a ValueError listing close matches.
+    """
+    if isinstance(action_repeat, bool) or not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
+        raise ValueError(f"action_repeat must be an integer >= 1, got {action_repeat!r}")
+    if env_id.startswith(DMC_PREFIX):
+        domain, task = parse_dmc_id(env_id)
+        env: gymnasium.Env = DMCEnv(domain, task, seed=seed, render_mode=render_mode, **env_kwargs)
+    else:
+        if env_id not in gymnasium.registry and ":" not in env_id:  # "module:Id" imports module first
+            raise _unknown_id_error(env_id)
+        if render_mode is not None:
+            env_kwargs["render_mode"] = render_mode
+        env = gymnasium.make(env_id, **env_kwargs)
+    env = NormalizeAction(env)
+    env = FlattenFloat32Observation(env)
+    env = CheckFinite(env, env_id)
+    if action_repeat > 1:
+        env = ActionRepeat(env, int(action_repeat))
+    return SeedFirstReset(env, seed)
+

@@ -1,0 +1,101 @@
+"""Known dynamics in torch, written to match the simulators step for step.
+
+Every model here implements the ``Dynamics`` protocol on *normalised* actions in [-1, 1] (the
+action space ``make_env`` exposes) and on the flat observation vectors ``make_env`` returns,
+so a planner given ``true_dynamics(env_id)`` plans on exactly the task the env runs.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class PendulumDynamics:
+    """Gymnasium's Pendulum-v1: obs (cos th, sin th, thdot), torque = 2 * action.
+
+    Same equations and constants as ``gymnasium.envs.classic_control.PendulumEnv``
+    (g = 10, m = l = 1, dt = 0.05, |thdot| <= 8, |u| <= 2); the reward is computed from the
+    state before the step, as the env does.
+    """
+
+    state_dim = 3
+    action_dim = 1
+    max_speed = 8.0
+    max_torque = 2.0
+    dt = 0.05
+
+    def __init__(self, g: float = 10.0, m: float = 1.0, l: float = 1.0) -> None:
+        self.g, self.m, self.l = g, m, l
+
+    def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        # Fused ops (addcmul, add with alpha): planners call this H times per plan, op count is time.
+        cos_th, sin_th, thdot = state.unbind(-1)
+        th = torch.atan2(sin_th, cos_th)  # in [-pi, pi]: already the env's angle_normalize
+        u = action[..., 0].clamp(-1.0, 1.0) * self.max_torque
+        cost = torch.addcmul(torch.addcmul(th * th, thdot, thdot, value=0.1), u, u, value=0.001)
+        acc = torch.add(sin_th * (3.0 * self.g / (2.0 * self.l)), u, alpha=3.0 / (self.m * self.l**2))
+        new_thdot = torch.add(thdot, acc, alpha=self.dt).clamp(-self.max_speed, self.max_speed)
+        new_th = torch.add(th, new_thdot, alpha=self.dt)
+        return torch.stack([torch.cos(new_th), torch.sin(new_th), new_thdot], dim=-1), -cost
+
+
+class LinearDynamics:
+    """x' = A x + B u with reward -(x'Qx + u'Ru) on the state before the step.
+
+    Unbounded actions (no normalisation); the matrices follow the dtype and device of the
+    state they are applied to, so the same object serves float32 planners and float64 checks.
+    """
+
+    def __init__(self, A, B, Q, R) -> None:
+        A, B, Q, R = (np.atleast_2d(np.asarray(m, dtype=np.float64)) for m in (A, B, Q, R))
+        n, m = B.shape
+        if A.shape != (n, n) or Q.shape != (n, n) or R.shape != (m, m):
+            raise ValueError(
+                f"LinearDynamics needs A[n,n], B[n,m], Q[n,n], R[m,m]; got A{A.shape}, B{B.shape}, Q{Q.shape}, R{R.shape}"
+            )
+        self.A, self.B, self.Q, self.R = A, B, Q, R
+        self.state_dim, self.action_dim = n, m
+        self._cache: dict = {}
+
+    def _mats(self, like: Tensor) -> tuple[Tensor, ...]:
+        key = (like.dtype, like.device)
+        if key not in self._cache:
+            self._cache[key] = tuple(
+                torch.as_tensor(m, dtype=like.dtype, device=like.device) for m in (self.A, self.B, self.Q, self.R)
+            )
+        return self._cache[key]
+
+    def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        A, B, Q, R = self._mats(state)
+        next_state = state @ A.T + action @ B.T
+        reward = -((state @ Q) * state).sum(-1) - ((action @ R) * action).sum(-1)
+        return next_state, reward
+
+
+_REGISTRY: dict[str, Callable[[], object]] = {
+    "Pendulum-v1": PendulumDynamics,
+}
+
+
+def register_true_dynamics(env_id: str, factory: Callable[[], object]) -> None:
+    """Make ``true_dynamics(env_id)`` return ``factory()`` (for custom environments)."""
+    _REGISTRY[env_id] = factory
+
+
+def true_dynamics(env_id: str):
+    """The known torch model of ``env_id`` (normalised actions, flat observations)."""
+    if env_id not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"No true dynamics for {env_id!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}. "
+            "Use a learned model, or register_true_dynamics(env_id, factory)."
+        )
+    return _REGISTRY[env_id]()
+
+

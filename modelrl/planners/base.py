@@ -1,0 +1,164 @@
+"""The Planner interface and the rollout every sampling planner scores its candidates with."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from modelrl.types import Dynamics, as_tensor, terminal_fn
+
+
+def action_bounds(action_space) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) from a gymnasium Box or a (low, high) pair; raises on inverted bounds."""
+    if hasattr(action_space, "low") and hasattr(action_space, "high"):
+        low, high = action_space.low, action_space.high
+    else:
+        try:
+            low, high = action_space
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"action_space must be a gymnasium Box or a (low, high) pair, got {action_space!r}"
+            ) from None
+    low = np.atleast_1d(np.asarray(low, dtype=np.float64))
+    high = np.atleast_1d(np.asarray(high, dtype=np.float64))
+    if low.shape != high.shape or low.ndim != 1:
+        raise ValueError(f"action bounds must be two vectors of one shape, got {low.shape} and {high.shape}")
+    if np.any(np.isnan(low)) or np.any(np.isnan(high)):
+        raise ValueError("action bounds contain NaN")
+    if np.any(low > high):
+        bad = np.flatnonzero(low > high).tolist()
+        raise ValueError(f"action bounds inverted (low > high) in dimension(s) {bad}: low={low}, high={high}")
+    return low, high
+
+
+def rollout_returns(
+    dynamics: Dynamics,
+    state: Tensor,
+    actions: Tensor,
+    gamma: float = 1.0,
+    terminal_value: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Discounted return of each action sequence ``actions[N, H, A]`` from ``state[S]``.
+
+    All N sequences step together; the loop runs over the H time steps only. Rewards after a
+    terminal state are dropped. ``terminal_value(states[N, S]) -> [N]`` adds gamma^H V(s_H).
+    """
+    n, horizon, _ = actions.shape
+    s = state.unsqueeze(0).expand(n, -1)
+    is_terminal = terminal_fn(dynamics)
+    total = torch.zeros(n, dtype=actions.dtype, device=actions.device)
+    alive = None
+    discount = 1.0
+    for t in range(horizon):
+        s, r = dynamics.step(s, actions[:, t])
+        if alive is not None:
+            r = r * alive
+        total = total + r if discount == 1.0 else torch.add(total, r, alpha=discount)
+        if is_terminal is not None:
+            live = (~is_terminal(s)).to(total.dtype)
+            alive = live if alive is None else alive * live
+        discount *= gamma
+    if terminal_value is not None:
+        v = terminal_value(s)
+        total = total + discount * (v if alive is None else v * alive)
+    return total
+
+
+class Planner(ABC):
+    """Receding-horizon optimiser: ``plan(state) -> actions[H, A]``, ``act(state) -> action[A]``.
+
+    Subclasses implement ``_optimize(state, init) -> actions[H, A]``; this class validates the
+    input, keeps the warm start (the previous plan shifted by one step) and the action bounds.
+    """
+
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        action_space,
+        horizon: int,
+        *,
+        gamma: float = 1.0,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        state_dim: int | None = None,
+    ) -> None:
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        low, high = action_bounds(action_space)
+        self.dynamics = dynamics
+        self.horizon = int(horizon)
+        self.gamma = float(gamma)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.low = torch.as_tensor(low, dtype=dtype, device=self.device)
+        self.high = torch.as_tensor(high, dtype=dtype, device=self.device)
+        self.action_dim = int(low.shape[0])
+        self.state_dim = state_dim if state_dim is not None else getattr(dynamics, "state_dim", None)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
+        self._warm: Tensor | None = None
+
+    # -- public API -------------------------------------------------------------------------
+    def plan(self, state) -> Tensor:
+        """Optimise an action sequence from ``state``; returns ``actions[H, A]`` within bounds."""
+        s = self._check_state(state)
+        init = self._warm if self._warm is not None else self.initial_plan()
+        with torch.no_grad():
+            actions = self._optimize(s, init)
+        actions = self.clamp(actions)
+        self._last_plan = actions
+        self._warm = actions
+        return actions
+
+    def act(self, state) -> np.ndarray:
+        """Plan, return the first action, and keep the rest (shifted) to warm-start the next call."""
+        actions = self.plan(state)
+        self._warm = self.shift(actions)
+        return actions[0].detach().cpu().numpy()
+
+    def reset(self) -> None:
+        """Forget the warm start (call at the start of each episode)."""
+        self._warm = None
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    @abstractmethod
+    def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
+        """Return an improved plan ``[H, A]`` starting from ``init``."""
+
+    def initial_plan(self) -> Tensor:
+        """The plan used with no warm start: zero where zero is allowed, else the bounds' midpoint."""
+        zero = torch.zeros(self.action_dim, dtype=self.dtype, device=self.device)
+        mid = torch.where(torch.isfinite(self.low + self.high), (self.low + self.high) / 2, zero)
+        first = torch.where((self.low <= 0) & (self.high >= 0), zero, mid)
+        return first.expand(self.horizon, -1).clone()
+
+    def shift(self, actions: Tensor) -> Tensor:
+        """Warm start for the next step: drop the first action, repeat the last."""
+        return torch.cat([actions[1:], actions[-1:]], dim=0)
+
+    def clamp(self, actions: Tensor) -> Tensor:
+        return torch.maximum(torch.minimum(actions, self.high), self.low)
+
+    def returns(self, state: Tensor, actions: Tensor) -> Tensor:
+        """Discounted return of each of ``actions[N, H, A]`` through the planner's dynamics."""
+        return rollout_returns(self.dynamics, state, actions, self.gamma)
+
+    def _check_state(self, state) -> Tensor:
+        s = as_tensor(state, dtype=self.dtype, device=self.device)
+        if s.ndim != 1:
+            raise ValueError(
+                f"plan/act take one state as a vector [S]; got shape {tuple(s.shape)}"
+                + (" (drop the batch dimension)" if s.ndim == 2 and s.shape[0] == 1 else "")
+            )
+        if self.state_dim is not None and s.shape[0] != self.state_dim:
+            raise ValueError(f"state has {s.shape[0]} entries, the dynamics expect {self.state_dim}")
+        if not torch.isfinite(s).all():
+            bad = torch.nonzero(~torch.isfinite(s)).flatten().tolist()
+            raise ValueError(f"state contains NaN or inf at index {bad}: {s.tolist()}")
+        return s

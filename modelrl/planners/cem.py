@@ -1,0 +1,99 @@
+"""The cross-entropy method, with the iCEM improvements as options."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from modelrl.planners.base import Planner
+from modelrl.planners.sampling import colored_noise
+from modelrl.types import Dynamics
+
+
+class CEM(Planner):
+    """CEM over action sequences: sample N(mu, sigma^2), refit mu and sigma to the top elites.
+
+    Defaults are PETS's (Chua et al. 2018, Appendix A.7: 500 samples, 50 elites, 5 iterations,
+    alpha = 0.1). iCEM (Pinneri et al. 2020) options: ``noise_beta`` (colored noise exponent),
+    ``population_decay`` (N_i = N * decay^-i), ``keep_elites`` (fraction of elites carried to
+    the next iteration and, shifted, to the next time step), ``add_mean`` (the mean is a
+    candidate in the last iteration). ``CEM.icem(...)`` sets the iCEM paper's values.
+    """
+
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        action_space,
+        horizon: int = 15,  # ours: the horizon of the planner benchmark on Pendulum-v1
+        num_samples: int = 500,  # PETS, Chua et al. 2018, App. A.7: popsize 500
+        num_elites: int = 50,  # PETS: 50 elites
+        iterations: int = 5,  # PETS: 5 CEM iterations
+        momentum: float = 0.1,  # PETS: alpha = 0.1, weight of the previous mean/variance
+        init_std: float | None = None,  # PETS: variance (range/4)^2, i.e. std = range / 4
+        min_std: float = 1e-3,  # ours: keeps a little exploration; PETS stops at var < 1e-3 instead
+        noise_beta: float = 0.0,  # 0 = white noise (CEM); iCEM uses 2.0-2.5 (Pinneri et al. 2020, Table S1)
+        population_decay: float = 1.0,  # 1 = constant; iCEM gamma = 1.25
+        keep_elites: float = 0.0,  # 0 = off; iCEM xi = 0.3
+        add_mean: bool = False,  # iCEM adds the mean to the last iteration's candidates
+        **kwargs,
+    ) -> None:
+        super().__init__(dynamics, action_space, horizon, **kwargs)
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if not 1 <= num_elites <= num_samples:
+            raise ValueError(f"need 1 <= num_elites <= num_samples, got {num_elites} elites of {num_samples}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if population_decay < 1.0:
+            raise ValueError(f"population_decay must be >= 1, got {population_decay}")
+        if not 0.0 <= keep_elites <= 1.0:
+            raise ValueError(f"keep_elites is a fraction in [0, 1], got {keep_elites}")
+        self.num_samples, self.num_elites, self.iterations = int(num_samples), int(num_elites), int(iterations)
+        self.momentum, self.min_std, self.noise_beta = momentum, min_std, noise_beta
+        self.population_decay, self.keep_elites, self.add_mean = population_decay, keep_elites, add_mean
+        span = self.high - self.low
+        default_std = torch.where(torch.isfinite(span), span / 4.0, torch.ones_like(span))
+        self.init_std = default_std if init_std is None else torch.full_like(span, float(init_std))
+        self._kept: Tensor | None = None
+
+    @classmethod
+    def icem(cls, dynamics: Dynamics, action_space, horizon: int = 15, **kwargs) -> "CEM":
+        """CEM with the iCEM settings of Pinneri et al. 2020 (Table S1): beta 2.5, decay 1.25, xi 0.3."""
+        opts = dict(noise_beta=2.5, population_decay=1.25, keep_elites=0.3, add_mean=True,
+                    num_samples=300, num_elites=10, iterations=3)
+        opts.update(kwargs)
+        return cls(dynamics, action_space, horizon, **opts)
+
+    def reset(self) -> None:
+        super().reset()
+        self._kept = None
+
+    def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
+        mean, std = init, self.init_std.expand_as(init).clone()
+        kept = self._kept
+        if kept is not None:  # iCEM: elites of the previous time step, shifted by one
+            kept = torch.cat([kept[:, 1:], kept[:, -1:]], dim=1)
+        n_keep = int(round(self.keep_elites * self.num_elites))
+        best, best_return = mean, -math.inf
+        for i in range(self.iterations):
+            n = max(int(self.num_samples * self.population_decay ** (-i)), 2 * self.num_elites)
+            shape = (n, self.horizon, self.action_dim)
+            noise = colored_noise(shape, self.noise_beta, self.generator, self.dtype, self.device)
+            candidates = self.clamp(mean + std * noise)
+            extra = [c for c in (kept, mean[None] if (self.add_mean and i == self.iterations - 1) else None)
+                     if c is not None]
+            if extra:
+                candidates = torch.cat([candidates, *extra], dim=0)
+            returns = self.returns(state, candidates)
+            top_r, top_i = torch.topk(returns, self.num_elites)
+            elites = candidates[top_i]
+            if top_r[0] > best_return:
+                best, best_return = elites[0], float(top_r[0])
+            a = self.momentum
+            mean = a * mean + (1 - a) * elites.mean(0)
+            std = (a * std**2 + (1 - a) * elites.var(0, unbiased=False)).sqrt().clamp_min(self.min_std)
+            kept = elites[:n_keep] if n_keep > 0 else None
+        self._kept = kept
+        # PETS executes the mean; iCEM the best sequence seen. With add_mean the best covers the mean.
+        return best if self.add_mean else mean

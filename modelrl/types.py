@@ -1,0 +1,33 @@
+"""Protocols and small types shared by every layer (see ARCHITECTURE.md, "Contracts")."""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """A batched, torch model of a task: what every planner plans through.
+
+    ``step(state[B, S], action[B, A]) -> (next_state[B, S], reward[B])``. Models of tasks that
+    can end also define ``terminal(state[B, S]) -> bool[B]``; planners stop summing rewards of a
+    sample once it is terminal. Learned models, the TOLD latent model and the true models all
+    implement this, so every planner runs on every model.
+    """
+
+    def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def terminal_fn(dynamics: Dynamics):
+    """The dynamics' ``terminal`` method, or None for tasks that never end."""
+    fn = getattr(dynamics, "terminal", None)
+    return fn if callable(fn) else None
+
+
+def as_tensor(x, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """Array-like to a tensor of the given dtype/device without a copy where possible."""
+    if isinstance(x, Tensor):
+        return x.to(dtype=dtype, device=device)
+    return torch.as_tensor(x, dtype=dtype, device=device)
