@@ -48,12 +48,13 @@ def rollout_returns(
     """
     n, horizon, _ = actions.shape
     s = state.unsqueeze(0).expand(n, -1)
+    steps = actions.transpose(0, 1).contiguous()  # [H, N, A]: each step's actions contiguous
     is_terminal = terminal_fn(dynamics)
     total = torch.zeros(n, dtype=actions.dtype, device=actions.device)
     alive = None
     discount = 1.0
     for t in range(horizon):
-        s, r = dynamics.step(s, actions[:, t])
+        s, r = dynamics.step(s, steps[t])
         if alive is not None:
             r = r * alive
         total = total + r if discount == 1.0 else torch.add(total, r, alpha=discount)
@@ -85,6 +86,7 @@ class Planner(ABC):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         state_dim: int | None = None,
+        compile: bool = False,
     ) -> None:
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
@@ -103,6 +105,11 @@ class Planner(ABC):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
         self._warm: Tensor | None = None
+        # torch.compile of the rollout (opt-in): fuses the model's per-step ops into one kernel.
+        # The first plan pays the compilation (tens of seconds on a laptop CPU, cached on disk).
+        self._rollout = rollout_returns
+        if compile:
+            self._rollout = torch.compile(rollout_returns, dynamic=False)
 
     # -- public API -------------------------------------------------------------------------
     def plan(self, state) -> Tensor:
@@ -143,11 +150,11 @@ class Planner(ABC):
         return torch.cat([actions[1:], actions[-1:]], dim=0)
 
     def clamp(self, actions: Tensor) -> Tensor:
-        return torch.maximum(torch.minimum(actions, self.high), self.low)
+        return torch.clamp(actions, self.low, self.high)
 
     def returns(self, state: Tensor, actions: Tensor) -> Tensor:
         """Discounted return of each of ``actions[N, H, A]`` through the planner's dynamics."""
-        return rollout_returns(self.dynamics, state, actions, self.gamma)
+        return self._rollout(self.dynamics, state, actions, self.gamma)
 
     def _check_state(self, state) -> Tensor:
         s = as_tensor(state, dtype=self.dtype, device=self.device)

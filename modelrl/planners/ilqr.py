@@ -157,7 +157,7 @@ class ILQR(Planner):
         self.last_info: dict[str, float] = {}
 
     # -- trajectory and derivatives ---------------------------------------------------------
-    def _rollout(self, state: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    def _trajectory(self, state: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """States ``[H+1, S]`` and total cost of one action sequence ``[H, A]``."""
         xs = [state]
         cost = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -324,7 +324,7 @@ class ILQR(Planner):
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
         us = self.clamp(init)
-        xs, cost = self._rollout(state, us)
+        xs, cost = self._trajectory(state, us)
         if not bool(torch.isfinite(cost)):
             raise ValueError("ILQR: the initial rollout gives a non-finite cost; check the dynamics and state")
         mu, delta = self.mu_init, 1.0

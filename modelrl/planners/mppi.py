@@ -67,7 +67,7 @@ class MPPI(Planner):
                 returns, idx = torch.topk(returns, self.num_elites)
                 candidates = candidates[idx]
             w = torch.softmax((returns - returns.max()) / self.temperature, dim=0)
-            new_mean = torch.einsum("n,nha->ha", w, candidates)
+            new_mean = (w @ candidates.reshape(w.shape[0], -1)).view_as(mean)
             if self.update_std:
                 var = torch.einsum("n,nha->ha", w, (candidates - new_mean) ** 2)
                 std = var.sqrt().clamp_min(self.min_std)
