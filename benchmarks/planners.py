@@ -105,6 +105,24 @@ def five_planners(episodes: int) -> dict:
     return out
 
 
+def cartpole(episodes: int) -> dict:
+    """Cart-pole swing-up (ours, 200 steps, at most 200): MPPI and iLQR with the `modelrl plan` settings."""
+    env = make_env("CartPoleSwingUp-v0")
+    out = {}
+    for name in ("mppi", "ilqr"):
+        kwargs = resolved_planner_kwargs(name, "CartPoleSwingUp-v0", {})
+        planner = make_planner(name, true_dynamics("CartPoleSwingUp-v0"), env.action_space, seed=0, **kwargs)
+        rets, sec, steps = [], 0.0, 0
+        for ep in range(episodes):
+            r, s, n = episode(planner.act, planner.reset, env, ep)
+            rets.append(r)
+            sec, steps = sec + s, steps + n
+        out[name] = {"mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)), "returns": rets,
+                     "ms_per_action": 1000.0 * sec / steps, "settings": kwargs}
+        print(f"  {name:16s} mean {out[name]['mean_return']:8.1f}  {out[name]['ms_per_action']:7.2f} ms/action")
+    return out
+
+
 def linear_system(steps: int = 60) -> dict:
     """4-state double integrator: closed-loop cost of MPPI, CEM and iLQR against LQR, and LQR's time per action."""
     dt = 0.1
@@ -154,13 +172,16 @@ def main() -> None:
         print(f"  time ratio ours/pytorch_mppi ({m}): {r:.2f}")
     print("Our planners on Pendulum-v1:")
     five = five_planners(episodes)
+    print("Cart-pole swing-up:")
+    cart = cartpole(min(episodes, 3))
     print("4-state linear system (closed loop, 60 steps):")
     lin = linear_system()
     for k, v in lin.items():
         print(f"  {k:6s} cost {v['cost']:8.3f} (x{v['cost_ratio_to_lqr']:.3f} LQR)  {v['ms_per_action']:7.3f} ms/action")
     if args.quick:
         return
-    data = {"machine": machine(), "episodes": episodes, "versus_pytorch_mppi": vs, "pendulum": five, "linear": lin}
+    data = {"machine": machine(), "episodes": episodes, "versus_pytorch_mppi": vs, "pendulum": five, "cartpole": cart,
+            "linear": lin}
     save_results("planners", data)
     m = data["machine"]
     rows = [[k, f"{v['mean_return']:.1f} ± {v['std_return']:.1f}", f"{v['ms_per_action']:.2f}"]
@@ -178,6 +199,11 @@ def main() -> None:
             + md_table(["planner", "mean return", "ms / action"],
                        [[k, f"{v['mean_return']:.1f} ± {v['std_return']:.1f}", f"{v['ms_per_action']:.2f}"]
                         for k, v in five.items()])
+            + f"\n\nCart-pole swing-up (`CartPoleSwingUp-v0`, reward in [0, 1] per step, 200 steps, "
+            f"{min(episodes, 3)} episodes):\n\n"
+            + md_table(["planner", "mean return", "ms / action"],
+                       [[k, f"{v['mean_return']:.1f} ± {v['std_return']:.1f}", f"{v['ms_per_action']:.2f}"]
+                        for k, v in cart.items()])
             + "\n\n4-state linear system (two double integrators, 60 closed-loop steps from x0 = (1, 0, -1, 0.5)):\n\n"
             + md_table(["planner", "closed-loop cost", "x LQR", "ms / action"],
                        [[k, f"{v['cost']:.3f}", f"{v['cost_ratio_to_lqr']:.3f}", f"{v['ms_per_action']:.3f}"]

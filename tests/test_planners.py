@@ -198,3 +198,19 @@ def test_pendulum_swing_up_10_episodes(name):
 
 def test_registry_names():
     assert set(PLANNERS) == {"random_shooting", "cem", "icem", "mppi", "ilqr", "lqr"}
+
+
+def test_rollout_returns_averages_particles_candidate_major():
+    class Particles:
+        """Row r of the batch earns reward r % P each step: the particle index."""
+
+        particles = 3
+
+        def step(self, s, a):
+            rows = torch.arange(s.shape[0], dtype=s.dtype)
+            return s, rows % self.particles + a[:, 0]
+
+    actions = torch.zeros((4, 2, 1))
+    actions[2] = 1.0  # candidate 2 adds 1 per step on every one of its particles
+    got = rollout_returns(Particles(), torch.zeros(1), actions)
+    assert torch.allclose(got, torch.tensor([2.0, 2.0, 4.0, 2.0]))  # mean over p of 2 * p = 2

@@ -45,12 +45,17 @@ def rollout_returns(
 
     All N sequences step together; the loop runs over the H time steps only. Rewards after a
     terminal state are dropped. ``terminal_value(states[N, S]) -> [N]`` adds gamma^H V(s_H).
+    A stochastic model with ``particles = P > 1`` (e.g. an ensemble with TS-inf propagation)
+    gets N*P rows, candidate-major (row = n*P + p), and the return is the mean over particles.
     """
     n, horizon, _ = actions.shape
-    s = state.unsqueeze(0).expand(n, -1)
-    steps = actions.transpose(0, 1).contiguous()  # [H, N, A]: each step's actions contiguous
+    particles = int(getattr(dynamics, "particles", 1))
+    steps = actions.transpose(0, 1)  # [H, N, A]: each step's actions contiguous once copied
+    steps = steps.repeat_interleave(particles, dim=1) if particles > 1 else steps.contiguous()
+    rows = n * particles
+    s = state.unsqueeze(0).expand(rows, -1)
     is_terminal = terminal_fn(dynamics)
-    total = torch.zeros(n, dtype=actions.dtype, device=actions.device)
+    total = torch.zeros(rows, dtype=actions.dtype, device=actions.device)
     alive = None
     discount = 1.0
     for t in range(horizon):
@@ -65,7 +70,7 @@ def rollout_returns(
     if terminal_value is not None:
         v = terminal_value(s)
         total = total + discount * (v if alive is None else v * alive)
-    return total
+    return total.view(n, particles).mean(1) if particles > 1 else total
 
 
 class Planner(ABC):

@@ -110,11 +110,14 @@ class ILQR(Planner):
     """iLQR maximising sum_t gamma^t r(x_t, u_t) over the horizon (cost c = -r).
 
     Derivatives f_x, f_u, l_x, l_u, l_xx, l_uu, l_ux come from autograd, batched over the H
-    time points (``torch.func.vmap`` of ``jacrev``; where the dynamics is not vmap-compatible
-    the planner falls back, with a warning, to batched ``torch.autograd.grad`` calls, which
-    assumes samples in a batch do not interact). Dynamics second derivatives are dropped (iLQR,
-    not DDP). Box bounds on actions follow box-DDP; infinite bounds give plain iLQR. A model's
-    ``terminal`` flag is ignored: the objective must stay smooth.
+    time points. ``derivatives="autograd"`` (default) differentiates the sum over the batch,
+    which gives every time point's derivative at once because the rows of a batch do not
+    interact (the ``Dynamics`` contract); ``"vmap"`` uses ``torch.func.vmap`` of ``jacrev`` on a
+    single-sample wrapper and falls back to autograd, with a warning, where the dynamics cannot
+    be vmapped. Dynamics second derivatives are dropped (iLQR, not DDP). The Riccati pass runs
+    in float64 numpy; the rollouts run in the planner's dtype and device. Box bounds on actions
+    follow box-DDP; infinite bounds give plain iLQR. A model's ``terminal`` flag is ignored: the
+    objective must stay smooth. ``last_info`` holds the cost and iteration counts of the last plan.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class ILQR(Planner):
         self.discount = self.gamma ** torch.arange(self.horizon, dtype=self.dtype, device=self.device)
         self.bounded = bool(torch.isfinite(self.low).any() or torch.isfinite(self.high).any())
         self._use_vmap = derivatives == "vmap"
+        self._batched_grads = True
         self._low_np, self._high_np = self.low.cpu().double().numpy(), self.high.cpu().double().numpy()
         self.last_info: dict[str, float] = {}
 
@@ -210,23 +214,34 @@ class ILQR(Planner):
         # batch gives every sample's derivative at once: one backward pass per output dimension.
         z = z.clone().requires_grad_(True)
         nx, r = self.dynamics.step(z[:, :s], z[:, s:])
-        zeros = torch.zeros_like(z)
-        rows = []
-        for i in range(s):
-            (gi,) = torch.autograd.grad(nx[:, i].sum(), z, retain_graph=True, allow_unused=True)
-            rows.append(zeros if gi is None else gi)
-        fz = torch.stack(rows, dim=1)
-        (lz,) = torch.autograd.grad(r.sum(), z, create_graph=True, allow_unused=True)
-        if lz is None:
-            return fz, zeros, torch.zeros(z.shape + z.shape[-1:], dtype=z.dtype, device=z.device)
-        cols = []
-        for j in range(z.shape[-1]):
-            if lz.requires_grad:
-                (hj,) = torch.autograd.grad(lz[:, j].sum(), z, retain_graph=True, allow_unused=True)
-            else:
-                hj = None
-            cols.append(zeros if hj is None else hj)
-        return fz, lz, torch.stack(cols, dim=1)
+        fz = self._jacobian_rows(nx, z)
+        if not r.requires_grad:
+            return fz, torch.zeros_like(z), torch.zeros(z.shape + z.shape[-1:], dtype=z.dtype, device=z.device)
+        (lz,) = torch.autograd.grad(r.sum(), z, create_graph=True)
+        if not lz.requires_grad:  # reward linear in (x, u)
+            return fz, lz, torch.zeros(z.shape + z.shape[-1:], dtype=z.dtype, device=z.device)
+        return fz, lz, self._jacobian_rows(lz, z)
+
+    def _jacobian_rows(self, out: Tensor, z: Tensor) -> Tensor:
+        """d out[h, i] / d z[h] for all h, i: ``[H, O, Z]``; one batched backward pass, else O passes."""
+        n_out = out.shape[-1]
+        zeros = torch.zeros(out.shape + z.shape[-1:], dtype=z.dtype, device=z.device)
+        if not out.requires_grad:
+            return zeros
+        if self._batched_grads:
+            eye = torch.eye(n_out, dtype=out.dtype, device=out.device)[:, None, :].expand(n_out, *out.shape)
+            try:
+                (rows,) = torch.autograd.grad(
+                    out, z, grad_outputs=eye, is_grads_batched=True, retain_graph=True, allow_unused=True
+                )
+                return zeros if rows is None else rows.transpose(0, 1)
+            except Exception:  # a backward formula without a batching rule
+                self._batched_grads = False
+        for i in range(n_out):
+            (gi,) = torch.autograd.grad(out[:, i].sum(), z, retain_graph=True, allow_unused=True)
+            if gi is not None:
+                zeros[:, i] = gi
+        return zeros
 
     # -- backward pass (Riccati recursion with box-QP) --------------------------------------
     def _backward(

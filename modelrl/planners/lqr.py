@@ -22,7 +22,9 @@ def _check_matrices(A, B, Q, R, Qf=None) -> tuple[np.ndarray, ...]:
         raise ValueError(f"B must be a matrix [n, m], got shape {B.shape}")
     n, m = B.shape
     if A.shape != (n, n) or Q.shape != (n, n) or R.shape != (m, m):
-        raise ValueError(f"LQR needs A[n,n], B[n,m], Q[n,n], R[m,m]; got A{A.shape}, B{B.shape}, Q{Q.shape}, R{R.shape}")
+        raise ValueError(
+            f"LQR needs A[n,n], B[n,m], Q[n,n], R[m,m]; got A{A.shape}, B{B.shape}, Q{Q.shape}, R{R.shape}"
+        )
     Qf = np.zeros((n, n)) if Qf is None else np.atleast_2d(np.asarray(Qf, dtype=np.float64))
     if Qf.shape != (n, n):
         raise ValueError(f"Qf must be [n, n] = {(n, n)}, got {Qf.shape}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,18 +47,39 @@ def save_config(path: str | Path, config: Any) -> None:
 
 
 class MetricsWriter:
-    """Appends rows to ``metrics.csv``, flushed after each row so a crash loses nothing."""
+    """``metrics.csv``: base columns first, then any new key a row brings (losses appear late).
 
-    def __init__(self, path: str | Path, columns: Iterable[str]) -> None:
+    The file is rewritten atomically after each row (runs log at most thousands of rows), so a
+    crash never leaves half a row. ``keep_until`` reloads an existing file and drops the rows
+    logged after that env step: what a resumed run does with rows newer than its checkpoint.
+    """
+
+    def __init__(self, path: str | Path, columns: Iterable[str], keep_until: int | None = None) -> None:
+        self.path = Path(path) / "metrics.csv"
         self.columns = list(columns)
-        self._file = open(Path(path) / "metrics.csv", "w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
-        self._writer.writeheader()
-        self._file.flush()
+        self.rows: list[dict[str, Any]] = []
+        if keep_until is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                for name in reader.fieldnames or []:
+                    if name not in self.columns:
+                        self.columns.append(name)
+                self.rows = [r for r in reader if float(r.get("env_step") or 0) <= keep_until]
+        self._flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow({k: row.get(k, "") for k in self.columns})
-        self._file.flush()
+        self.columns += [k for k in row if k not in self.columns]
+        self.rows.append(dict(row))
+        self._flush()
+
+    def _flush(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            for r in self.rows:
+                writer.writerow({k: r.get(k, "") for k in self.columns})
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
-        self._file.close()
+        """Nothing to release: every row is already on disk."""

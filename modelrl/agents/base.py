@@ -1,0 +1,82 @@
+"""The Agent interface every algorithm implements, and the config/preset machinery they share."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Base of every algorithm's config dataclass; subclasses add fields with cited defaults."""
+
+    explore_steps: int = 0
+    """Environment steps with uniform random actions before the agent acts (seed data)."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+def build_config(cls: type[AgentConfig], preset: str | None = None, **overrides: Any) -> AgentConfig:
+    """``cls`` defaults, then the named preset, then ``overrides``; unknown names list the valid ones."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in cls.PRESETS:
+            close = difflib.get_close_matches(preset, list(cls.PRESETS), n=3, cutoff=0.4)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"Unknown preset {preset!r} for {cls.__name__}.{hint} "
+                             f"Presets: {', '.join(cls.PRESETS) or 'none'}.")
+        values.update(cls.PRESETS[preset])
+    values.update(overrides)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(fields), n=1, cutoff=0.5)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"Unknown field(s) {', '.join(hints)} for {cls.__name__}. "
+                         f"Valid fields: {', '.join(sorted(fields))}.")
+    return cls(**values)
+
+
+class Agent(ABC):
+    """An algorithm the run loop can drive: act, learn from the replay buffer, checkpoint.
+
+    ``update(buffer, step)`` is called after every environment step; the agent decides what
+    to do then (a gradient step, a model refit at an episode end, nothing).
+    """
+
+    config: AgentConfig
+
+    def __init__(self, env: gymnasium.Env, config: AgentConfig, seed: int = 0) -> None:
+        obs_space, action_space = env.observation_space, env.action_space
+        if not isinstance(action_space, gymnasium.spaces.Box) or not isinstance(obs_space, gymnasium.spaces.Box):
+            raise ValueError("agents need Box observation and action spaces (use modelrl.make_env)")
+        self.config = config
+        self.seed = seed
+        self.obs_dim = int(np.prod(obs_space.shape))
+        self.action_dim = int(np.prod(action_space.shape))
+        self.action_space = action_space
+        self.env_id = env.spec.id if env.spec is not None else None
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        """The action for ``obs`` (in [-1, 1]); ``eval`` asks for the agent's best, not exploratory, action."""
+
+    @abstractmethod
+    def update(self, buffer, step: int) -> dict[str, float]:
+        """Learn from ``buffer`` after environment step ``step``; returns losses to log (may be empty)."""
+
+    def reset(self) -> None:
+        """Called at the start of every episode (planners drop their warm start)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: networks, optimisers, RNG states, counters."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -1,0 +1,196 @@
+"""The training loop every agent runs in: collect -> update -> evaluate -> log -> checkpoint.
+
+Checkpoints are written at episode boundaries (agent, optimisers, replay buffer, counters, the
+env's and the loop's RNG states), so ``resume`` continues exactly as if never stopped: the
+metrics of a resumed run equal those of an uninterrupted one with the same seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from modelrl.agents import agent_classes, build_config
+from modelrl.data.buffer import ReplayBuffer
+from modelrl.envs import make_env
+from modelrl.envs.make import NonFiniteObservationError
+from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
+                                       set_env_rng_state, set_global_rng_state)
+from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, save_config
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of the loop itself (the algorithm's live in its own config)."""
+
+    algo: str
+    env: str
+    steps: int
+    seed: int = 0
+    preset: str | None = None
+    eval_every: int = 1000
+    """Evaluate at the first episode end at or after every multiple of this many env steps."""
+    eval_episodes: int = 10
+    checkpoint_every: int | None = None
+    """Env steps between checkpoints (at episode ends); default: eval_every."""
+    buffer_capacity: int = 1_000_000
+    action_repeat: int = 1
+    threads: int | None = 1
+    """torch threads; 1 is fastest for the small batched ops of planning on a laptop CPU."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on bad data; the message names the step and the checkpoint to resume from."""
+
+
+def evaluate(agent, env_id: str, episodes: int, seed: int, action_repeat: int = 1) -> list[float]:
+    """Returns of ``episodes`` evaluation episodes (fixed reset seeds, so every evaluation sees the same starts)."""
+    env = make_env(env_id, seed=seed, action_repeat=action_repeat)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=10_000 + 1000 * seed + i)
+        agent.reset()
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(agent.act(obs, eval=True))
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def train(
+    cfg: TrainConfig,
+    overrides: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+):
+    """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory."""
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = TrainConfig(**saved["train"])
+        overrides = saved["agent"]
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    else:
+        if cfg.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+        if cfg.eval_every < 1 or cfg.eval_episodes < 1:
+            raise ValueError("eval_every and eval_episodes must be >= 1")
+        run_dir = None
+        ckpt = None
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    config_cls, agent_cls = agent_classes(cfg.algo)
+    agent_config = build_config(config_cls, cfg.preset if resume is None else None, **(overrides or {}))
+    env = make_env(cfg.env, seed=cfg.seed, action_repeat=cfg.action_repeat)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    agent = agent_cls(env, agent_config, seed=cfg.seed)
+    buffer = ReplayBuffer(agent.obs_dim, agent.action_dim, cfg.buffer_capacity, seed=cfg.seed)
+    explore_rng = np.random.default_rng(cfg.seed + 1)
+    checkpoint_every = cfg.checkpoint_every or cfg.eval_every
+
+    if run_dir is None:
+        run_dir = create_run_dir(out or default_run_dir(cfg.algo, cfg.env, cfg.seed))
+        save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent_config)})
+    step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
+    obs, _ = env.reset()
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+        buffer.load_state_dict(ckpt["buffer"])
+        set_global_rng_state(ckpt["rng"])
+        set_env_rng_state(env, ckpt["env_rng"])
+        explore_rng.bit_generator.state = ckpt["explore_rng"]
+        step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
+        obs, _ = env.reset()
+    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "eval_return", "eval_return_std", "episode",
+                                      "train_return"], keep_until=step if ckpt is not None else None)
+    tb = _tensorboard(run_dir, purge_step=step if ckpt is not None else None)
+    t0 = time.perf_counter() - wall0
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir / "checkpoints" / "latest.pt", {
+            "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": global_rng_state(),
+            "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
+            "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
+            "wall_s": time.perf_counter() - t0})
+
+    def log_eval(train_return: float, losses: dict[str, float]) -> float:
+        returns = evaluate(agent, cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+        row = {"env_step": step, "wall_s": round(time.perf_counter() - t0, 3), "eval_return": float(np.mean(returns)),
+               "eval_return_std": float(np.std(returns)), "episode": episode, "train_return": train_return}
+        row.update({k: float(v) for k, v in losses.items()})
+        metrics.write(row)
+        if tb is not None:
+            for k, v in row.items():
+                if k not in ("env_step", "episode"):
+                    tb.add_scalar(k, v, step)
+            tb.flush()
+        return row["eval_return"]
+
+    agent.reset()
+    ep_return, losses, last_eval = 0.0, {}, float("nan")
+    bar = _progress(progress)
+    try:
+        with bar:
+            task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=step)
+            while step < cfg.steps:
+                if step < agent.config.explore_steps:
+                    action = explore_rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+                else:
+                    action = agent.act(obs)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                buffer.add(obs, action, reward, next_obs, terminated, truncated)
+                step += 1
+                ep_return += float(reward)
+                obs = next_obs
+                losses = {**losses, **agent.update(buffer, step)}
+                bar.advance(task)
+                if on_step is not None:
+                    on_step(step)
+                if terminated or truncated or step == cfg.steps:
+                    episode += 1
+                    if step >= next_eval or step == cfg.steps:
+                        last_eval = log_eval(ep_return, losses)
+                        next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                        losses = {}
+                    bar.update(task, description=f"{cfg.algo} on {cfg.env}: episode {episode}, "
+                                                 f"return {ep_return:.1f}, eval {last_eval:.1f}")
+                    ep_return = 0.0
+                    if step >= next_ckpt or step == cfg.steps:  # before the reset draws from the env's RNG
+                        next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+                        checkpoint()
+                    obs, _ = env.reset()
+                    agent.reset()
+    except NonFiniteObservationError as err:
+        raise TrainingError(f"{err} (env step {step + 1}). The run directory {run_dir} keeps its last "
+                            f"checkpoint; resume with --resume {run_dir}.") from err
+    finally:
+        if tb is not None:
+            tb.close()
+        env.close()
+    return agent, run_dir
+
+
+def _tensorboard(run_dir: Path, purge_step: int | None):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; tolerate a trimmed install
+        return None
+    return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled)

@@ -1,0 +1,35 @@
+"""Known reward and termination functions agree with the environments' own, transition by transition."""
+import numpy as np
+import pytest
+import torch
+
+from modelrl.envs import make_env
+from modelrl.envs.rewards import task_functions
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPoleSwingUp-v0", "InvertedPendulum-v5"])
+def test_reward_and_termination_match_env(env_id):
+    fns = task_functions(env_id)
+    env = make_env(env_id, seed=0)
+    rng = np.random.default_rng(0)
+    checked = ended = 0
+    for ep in range(5):
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            action = rng.uniform(-1.2, 1.2, size=env.action_space.shape).astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            o, a, n = (torch.as_tensor(x, dtype=torch.float64)[None] for x in (obs, action, next_obs))
+            assert fns.reward(o, a, n).item() == pytest.approx(reward, abs=1e-5)
+            if fns.terminal is not None:
+                assert bool(fns.terminal(n).item()) == terminated
+            ended += terminated
+            checked += 1
+            obs, done = next_obs, terminated or truncated
+    assert checked >= 20
+    if env_id == "InvertedPendulum-v5":
+        assert ended == 5  # random actions topple the pole in every episode: the terminal branch is exercised
+
+
+def test_unknown_task_has_no_known_reward():
+    assert task_functions("HalfCheetah-v5") is None and task_functions(None) is None
