@@ -88,10 +88,96 @@ def plan(args: PlanArgs) -> int:
     return 0
 
 
+@dataclasses.dataclass
+class TrainHelp:
+    """Train an agent: `modelrl train ALGO --env ENV --steps N [--seed S] [--preset NAME] [--out DIR]
+    [--resume DIR] [--<field> VALUE ...]`. `modelrl train ALGO --help` lists ALGO's fields and presets."""
+
+    algo: Annotated[str, tyro.conf.Positional]
+    """Algorithm (e.g. mpc)."""
+
+
+@dataclasses.dataclass
+class LoopArgs:
+    """The training loop's options (the algorithm's own fields follow, without a prefix)."""
+
+    env: str = "Pendulum-v1"
+    """Environment id (Gymnasium id or dmc:<domain>-<task>)."""
+    steps: int = 10_000
+    """Environment steps to train for."""
+    seed: int = 0
+    preset: str | None = None
+    """Named preset of the algorithm's config (applied before the field flags)."""
+    out: Path | None = None
+    """Run directory (default runs/<algo>/<env>/<seed>-<time>/)."""
+    resume: Path | None = None
+    """Continue the run in this directory from its last checkpoint (other options are ignored)."""
+    eval_every: int = 1000
+    """Evaluate every this many environment steps (at the next episode end)."""
+    eval_episodes: int = 10
+    checkpoint_every: int | None = None
+    """Checkpoint every this many steps (at episode ends); default: eval_every."""
+    action_repeat: int = 1
+    no_progress: bool = False
+
+
+def _train_args_type(config_cls, default_config):
+    """LoopArgs plus an ``agent`` field holding the algorithm's config, flags without prefix."""
+    return dataclasses.make_dataclass(
+        "TrainArgs",
+        [("agent", Annotated[config_cls, tyro.conf.OmitArgPrefixes],
+          dataclasses.field(default_factory=lambda: dataclasses.replace(default_config)))],
+        bases=(LoopArgs,),
+    )
+
+
+def train_command(argv: list[str]) -> int:
+    """``modelrl train ALGO ...``: parse with ALGO's config (preset applied to the defaults), then run."""
+    from rich.console import Console
+
+    from modelrl.agents import AGENTS, agent_classes
+
+    console = Console()
+    if not argv or argv[0].startswith("-"):
+        tyro.cli(TrainHelp, args=argv or ["--help"], prog="modelrl train")
+        return 2
+    algo, rest = argv[0], argv[1:]
+    try:
+        config_cls, _ = agent_classes(algo)
+        preset = None
+        if "--preset" in rest and rest.index("--preset") + 1 < len(rest):
+            preset = rest[rest.index("--preset") + 1]
+        from modelrl.agents.base import build_config
+
+        default_config = build_config(config_cls, preset)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    presets = ", ".join(config_cls.PRESETS) or "none"
+    args = tyro.cli(_train_args_type(config_cls, default_config), args=rest, prog=f"modelrl train {algo}",
+                    description=f"Train {algo} (algorithms: {', '.join(AGENTS)}; presets of {algo}: {presets}).")
+    from modelrl.runner.train import TrainConfig, TrainingError, train
+
+    cfg = TrainConfig(algo=algo, env=args.env, steps=args.steps, seed=args.seed, preset=args.preset,
+                      eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                      checkpoint_every=args.checkpoint_every, action_repeat=args.action_repeat)
+    overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
+    try:
+        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, TrainingError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modelrl`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return train_command(argv[1:])
     args = tyro.extras.subcommand_cli_from_dict(
-        {"plan": PlanArgs}, prog="modelrl", args=argv,
+        {"plan": PlanArgs, "train": TrainHelp}, prog="modelrl", args=argv,
         description="modelrl: model-based RL, MPC and planning.",
     )
     if isinstance(args, PlanArgs):

@@ -214,3 +214,15 @@ def test_rollout_returns_averages_particles_candidate_major():
     actions[2] = 1.0  # candidate 2 adds 1 per step on every one of its particles
     got = rollout_returns(Particles(), torch.zeros(1), actions)
     assert torch.allclose(got, torch.tensor([2.0, 2.0, 4.0, 2.0]))  # mean over p of 2 * p = 2
+
+
+@pytest.mark.parametrize("factory", [MPPI, CEM, CEM.icem, RandomShooting])
+def test_state_dict_resumes_identical_plans(factory):
+    state = np.array([-1.0, 0.1, 0.0], dtype=np.float32)
+    a = factory(PendulumDynamics(), UNIT, horizon=6, seed=1)
+    a.act(state)
+    saved = a.state_dict()
+    expected = [a.act(state) for _ in range(3)]
+    b = factory(PendulumDynamics(), UNIT, horizon=6, seed=99)
+    b.load_state_dict(saved)
+    assert np.array_equal(np.stack([b.act(state) for _ in range(3)]), np.stack(expected))

@@ -138,6 +138,14 @@ class Planner(ABC):
         """Forget the warm start (call at the start of each episode)."""
         self._warm = None
 
+    def state_dict(self) -> dict:
+        """Warm start and sampling RNG: what a checkpoint needs for the next plan to be identical."""
+        return {"warm": None if self._warm is None else self._warm.clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._warm = None if state["warm"] is None else state["warm"].to(self.device, self.dtype)
+        self.generator.set_state(state["generator"])
+
     # -- helpers for subclasses -------------------------------------------------------------
     @abstractmethod
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:

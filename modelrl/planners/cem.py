@@ -69,6 +69,13 @@ class CEM(Planner):
         super().reset()
         self._kept = None
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kept": None if self._kept is None else self._kept.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._kept = state["kept"]
+
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
         mean, std = init, self.init_std.expand_as(init).clone()
         kept = self._kept

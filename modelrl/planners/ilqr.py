@@ -124,8 +124,11 @@ class ILQR(Planner):
         self,
         dynamics: Dynamics,
         action_space,
-        horizon: int = 30,  # ours: 1.5 s on Pendulum-v1 (dt 0.05), enough to see a swing-up; tuned there
-        iterations: int = 10,  # ours: with the warm start a few Newton steps per control step suffice (tuned on Pendulum-v1)
+        # ours, tuned closed loop on Pendulum-v1 (10-40 episodes): H = 20 (1 s) scored best of 15-40;
+        # longer horizons land in worse local optima of the non-smooth swing-up cost.
+        horizon: int = 20,
+        # ours, same tuning: with the warm start 2, 3, 5 iterations per step score alike; 3 for margin.
+        iterations: int = 3,
         mu_init: float = 1.0,  # Tassa et al. 2014 reference code default lambdaInit
         mu_min: float = 1e-6,  # Tassa, Erez, Todorov 2012, Sec. II-F: mu_min = 1e-6
         mu_max: float = 1e10,  # Tassa et al. 2014 reference code default lambdaMax
@@ -211,7 +214,8 @@ class ILQR(Planner):
 
     def _derivatives_autograd(self, z: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor]:
         # Each sample's outputs depend on its own input only, so the gradient of a sum over the
-        # batch gives every sample's derivative at once: one backward pass per output dimension.
+        # batch gives every sample's derivative at once; the output dimensions go together
+        # through one batched backward pass (``is_grads_batched``).
         z = z.clone().requires_grad_(True)
         nx, r = self.dynamics.step(z[:, :s], z[:, s:])
         fz = self._jacobian_rows(nx, z)
@@ -342,7 +346,7 @@ class ILQR(Planner):
         xs, cost = self._trajectory(state, us)
         if not bool(torch.isfinite(cost)):
             raise ValueError("ILQR: the initial rollout gives a non-finite cost; check the dynamics and state")
-        mu, delta = self.mu_init, 1.0
+        mu, delta = self.mu_init, 1.0  # reset each call: the warm start already carries the progress
         k_prev = np.zeros(tuple(us.shape))
         derivatives = None
         iterations, accepted = 0, 0
@@ -363,9 +367,9 @@ class ILQR(Planner):
             best = int(torch.argmin(costs))
             new_cost = costs[best]
             if bool(new_cost < cost):
-                # Accept on an actual decrease (Tassa 2012 accept when the ratio of actual to
-                # expected reduction is positive); every step size is already evaluated, so
-                # take the best one.
+                # Accept an actual cost decrease (Tassa 2012's ratio test of actual to expected
+                # reduction with threshold 0); every step size is already evaluated, so take
+                # the best one rather than the largest acceptable.
                 change = float(cost - new_cost)
                 xs, us, cost = states[best], actions[best], new_cost
                 derivatives = None

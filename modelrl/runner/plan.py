@@ -23,6 +23,8 @@ PLAN_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("random_shooting", "Pendulum-v1"): {"horizon": 15},
     # 1.5 s look-ahead: swings up in ~60 steps and balances (return ~160 of 200, 2 episodes)
     ("mppi", "CartPoleSwingUp-v0"): {"horizon": 30},
+    # the default 20 steps / 3 iterations stay at the bottom (return 84); 30 / 10 swing up (175, 2 episodes)
+    ("ilqr", "CartPoleSwingUp-v0"): {"horizon": 30, "iterations": 10},
 }
 
 

@@ -1,0 +1,167 @@
+"""Model-based RL with MPC (MISSION.md Sec. 2 and 4): v0.5, v1.5 and PETS.
+
+The loop of the notes, read top to bottom:
+1. run a base policy (uniform random actions, ``explore_steps``) to collect D = {(s, a, s')};
+2. learn f(s, a) by minimising sum ||f(s, a) - s'||^2 (or the Gaussian likelihood of an
+   ensemble), predicting the change s' - s;
+3. plan with f: at each step optimise an H-step action sequence through the model, execute the
+   first action (receding horizon);
+4. v1.5 / PETS: add the new (s, a, s') to D and refit (every episode or every N steps).
+The reward used in planning is the task's known function of (s, a, s') where there is one
+(``modelrl.envs.rewards``), else a learned reward head.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+import torch
+
+from modelrl.agents.base import Agent, AgentConfig
+from modelrl.envs.rewards import task_functions
+from modelrl.models.ensemble import make_model
+from modelrl.models.learned import LearnedDynamics
+from modelrl.models.trainer import ModelTrainer
+from modelrl.planners import PLANNERS, make_planner
+
+
+@dataclasses.dataclass
+class MPCConfig(AgentConfig):
+    """Defaults are PETS (Chua et al. 2018): probabilistic ensemble, TS-inf, CEM."""
+
+    explore_steps: int = 200
+    """Uniform random steps before the first fit (PETS: one random trial; 200 = one Pendulum-v1 episode)."""
+    # -- model
+    model: str = "ensemble"  # PETS: probabilistic ensemble ("mlp": one deterministic network, v0.5 / v1.5)
+    ensemble_size: int = 5  # PETS Sec. 4: B = 5
+    hidden_size: int = 200  # PETS App. A.1 / mbrl-lib gaussian_mlp_ensemble.yaml: 200 units
+    num_layers: int = 4  # mbrl-lib gaussian_mlp_ensemble.yaml: 4 hidden layers
+    learn_reward: bool | None = None
+    """None: learn the reward only where the task has no known reward function."""
+    propagation: str = "ts_inf"  # PETS: TS-inf is its main variant (PE-TS)
+    particles: int = 20  # PETS Sec. 4.2: P = 20
+    # -- model training
+    model_lr: float = 7.5e-4  # mbrl-lib pets_cartpole.yaml: model_lr
+    model_weight_decay: float = 3e-5  # mbrl-lib pets_cartpole.yaml: model_wd
+    model_batch_size: int = 256  # mbrl-lib pets_cartpole.yaml: model_batch_size
+    model_epochs: int = 25  # mbrl-lib pets_cartpole.yaml: num_epochs_train_model, per refit
+    model_patience: int = 5  # ours: stop a refit after 5 epochs without hold-out improvement
+    holdout_ratio: float = 0.2  # mbrl-lib pets configs: validation_ratio
+    refit_every: int = 0
+    """0: refit at every episode end (PETS, v1.5); N > 0: every N steps; -1: fit once (v0.5)."""
+    # -- planner
+    planner: str = "cem"  # PETS: CEM
+    horizon: int = 15  # ours for Pendulum-v1 (the true-model planners use 15); PETS App. A.7 uses 25-30 on its tasks
+    num_samples: int = 500  # PETS App. A.7: popsize 500
+    plan_elites: int = 50  # CEM only; PETS App. A.7: 50 elites
+    iterations: int = 5  # PETS App. A.7: 5 CEM iterations
+    temperature: float = 1.0  # MPPI only (lambda)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # PETS with the paper's settings (the defaults above).
+        "pets": {},
+        # A smaller PETS that plans ~10x faster on a laptop CPU: fewer particles and samples.
+        "pets-cpu": {"particles": 5, "num_samples": 200, "plan_elites": 20, "iterations": 3, "hidden_size": 128,
+                     "num_layers": 3},
+        # Notes' v0.5: random data once, fit a deterministic MLP, plan; never refit.
+        "v0.5": {"model": "mlp", "propagation": "mean", "particles": 1, "explore_steps": 1000, "refit_every": -1,
+                 "planner": "mppi", "num_samples": 500, "iterations": 1, "temperature": 0.1},
+        # Notes' v1.5: deterministic MLP refit on the aggregated data after every episode.
+        "v1.5": {"model": "mlp", "propagation": "mean", "particles": 1, "refit_every": 0, "planner": "mppi",
+                 "num_samples": 500, "iterations": 1, "temperature": 0.1},
+    }
+
+
+class MPCAgent(Agent):
+    """MPC through a learned model: fit f on the replay buffer, plan with any planner."""
+
+    config: MPCConfig
+
+    def __init__(self, env: gymnasium.Env, config: MPCConfig, seed: int = 0) -> None:
+        super().__init__(env, config, seed)
+        c = config
+        if c.planner not in PLANNERS or c.planner == "lqr":
+            raise ValueError(f"MPC agent planner must be one of {', '.join(k for k in PLANNERS if k != 'lqr')}, "
+                             f"got {c.planner!r}")
+        if c.refit_every < -1:
+            raise ValueError(f"refit_every must be -1, 0 or positive, got {c.refit_every}")
+        known = task_functions(self.env_id)
+        learn_reward = (known is None) if c.learn_reward is None else c.learn_reward
+        if known is None and not learn_reward:
+            raise ValueError(f"{self.env_id} has no known reward function; set learn_reward=True")
+        torch.manual_seed(seed)
+        model_kw = dict(hidden_size=c.hidden_size, num_layers=c.num_layers, learn_reward=learn_reward, seed=seed)
+        if c.model == "ensemble":
+            model_kw["ensemble_size"] = c.ensemble_size
+        self.model = make_model(c.model, self.obs_dim, self.action_dim, **model_kw)
+        self.trainer = ModelTrainer(self.model, lr=c.model_lr, weight_decay=c.model_weight_decay,
+                                    batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
+                                    max_epochs=c.model_epochs, patience=c.model_patience, seed=seed)
+        self.dynamics = LearnedDynamics(
+            self.model, reward_fn=None if learn_reward else known.reward,
+            termination_fn=known.terminal if known is not None else None,
+            mode=c.propagation, particles=c.particles, seed=seed + 1)
+        self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2,
+                                    **self._planner_kwargs(c))
+        self.fitted = False
+        self.refits = 0
+        self.rng = np.random.default_rng(seed + 3)  # base-policy actions before the first fit
+
+    @staticmethod
+    def _planner_kwargs(c: MPCConfig) -> dict[str, Any]:
+        """The config's planner settings that the chosen planner takes."""
+        wanted = {"horizon": c.horizon, "num_samples": c.num_samples, "iterations": c.iterations,
+                  "temperature": c.temperature}
+        if c.planner in ("cem", "icem"):  # MPPI weights all its samples here
+            wanted["num_elites"] = c.plan_elites
+        params = inspect.signature(PLANNERS[c.planner]).parameters
+        return {k: v for k, v in wanted.items() if k in params}
+
+    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        if not self.fitted:  # nothing learned yet: the base policy
+            return self.rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
+        return self.planner.act(obs)
+
+    def reset(self) -> None:
+        self.planner.reset()
+
+    def _due(self, buffer, step: int) -> bool:
+        c = self.config
+        if step < c.explore_steps:
+            return False
+        if not self.fitted:
+            return True
+        if c.refit_every == -1:
+            return False
+        if c.refit_every == 0:
+            last = (buffer.pos - 1) % buffer.capacity
+            return bool(buffer.terminated[last] or buffer.truncated[last])
+        return step % c.refit_every == 0
+
+    def update(self, buffer, step: int) -> dict[str, float]:
+        """Refit the model on all of D when due (see ``refit_every``)."""
+        if not self._due(buffer, step):
+            return {}
+        data = buffer.all()
+        out = self.trainer.fit(data["obs"], data["action"], data["next_obs"],
+                               reward=data["reward"] if self.model.learn_reward else None)
+        self.fitted = True
+        self.refits += 1
+        return {"model_holdout_mse": float(out["holdout_mse_real"]), "model_epochs": float(out["epochs"]),
+                "model_train_loss": float(out["train_loss"]), "refits": float(self.refits)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
+                "planner": self.planner.state_dict(), "dynamics_rng": self.dynamics.generator.get_state(),
+                "fitted": self.fitted, "refits": self.refits, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.planner.load_state_dict(state["planner"])
+        self.dynamics.generator.set_state(state["dynamics_rng"])
+        self.fitted, self.refits = state["fitted"], state["refits"]
+        self.rng.bit_generator.state = state["rng"]

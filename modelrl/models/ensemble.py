@@ -1,0 +1,292 @@
+"""Deterministic MLP and probabilistic ensemble dynamics models: one batched implementation.
+
+The model maps a normalised ``[s, a]`` to the normalised target ``[s' - s, (r), (term logit)]``.
+All E members run in one batched matmul per layer (weights ``[E, in, out]``), so an ensemble
+costs one forward pass, not E. A deterministic MLP is the E = 1, non-probabilistic case.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modelrl.models.normalizer import Normalizer
+from modelrl.types import as_tensor
+
+_ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "tanh": torch.tanh}
+
+
+class Prediction(NamedTuple):
+    """A model prediction in real units; ``reward``/``terminated`` are None when not learned."""
+
+    next_obs: Tensor  # [B, S]
+    reward: Tensor | None  # [B]
+    terminated: Tensor | None  # bool [B]
+
+
+class EnsembleModel(nn.Module):
+    """E MLPs evaluated together, each predicting a Gaussian (or a point) over ``s' - s`` (+ r).
+
+    Probabilistic members output a mean and a log-variance; the log-variance is soft-bounded
+    between learned per-member ``min_logvar`` and ``max_logvar`` with softplus (PETS, Chua et
+    al. 2018, appendix A.1), so it can neither collapse nor explode off the data. ``elite_idx``
+    holds the members that propagation uses (set by the trainer from hold-out error).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        *,
+        ensemble_size: int = 5,  # B = 5 bootstrapped members (PETS, Sec. 4 and appendix)
+        hidden_size: int = 200,  # mbrl-lib conf/dynamics_model/gaussian_mlp_ensemble.yaml: hid_size 200
+        num_layers: int = 4,  # hidden layers; mbrl-lib gaussian_mlp_ensemble.yaml: num_layers 4
+        activation: str = "silu",  # swish = SiLU (PETS appendix; mbrl-lib use_silu: true)
+        probabilistic: bool = True,  # PE = probabilistic ensemble (PETS)
+        num_elites: int | None = None,  # None = all members, as PETS propagates through all 5
+        learn_reward: bool = False,  # PETS uses the known reward (mbrl-lib pets_cartpole learned_rewards: false)
+        learn_termination: bool = False,  # ours: off; tasks with terminations usually have a known term_fn
+        learn_logvar_bounds: bool = True,  # PETS appendix A.1 (mbrl-lib's config turns it off)
+        init_max_logvar: float = 0.5,  # PETS reference code / mbrl-lib GaussianMLP: max_logvar = 0.5
+        init_min_logvar: float = -10.0,  # PETS reference code / mbrl-lib GaussianMLP: min_logvar = -10
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if obs_dim < 1 or action_dim < 1:
+            raise ValueError(f"obs_dim and action_dim must be >= 1, got {obs_dim} and {action_dim}")
+        if ensemble_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise ValueError(
+                f"need ensemble_size, hidden_size, num_layers >= 1; got {ensemble_size}, {hidden_size}, {num_layers}"
+            )
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
+        num_elites = ensemble_size if num_elites is None else int(num_elites)
+        if not 1 <= num_elites <= ensemble_size:
+            raise ValueError(f"need 1 <= num_elites <= ensemble_size, got {num_elites} of {ensemble_size}")
+        if init_min_logvar >= init_max_logvar:
+            raise ValueError(f"init_min_logvar ({init_min_logvar}) must be below init_max_logvar ({init_max_logvar})")
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.ensemble_size = int(ensemble_size)
+        self.hidden_size, self.num_layers = int(hidden_size), int(num_layers)
+        self.activation = activation
+        self.probabilistic = bool(probabilistic)
+        self.learn_reward, self.learn_termination = bool(learn_reward), bool(learn_termination)
+        self.in_dim = self.obs_dim + self.action_dim
+        self.gauss_dim = self.obs_dim + int(self.learn_reward)  # Gaussian (regressed) targets
+        self.out_dim = self.gauss_dim + int(self.learn_termination)  # + termination logit
+        self._act = _ACTIVATIONS[activation]
+
+        head = self.gauss_dim * (2 if self.probabilistic else 1) + int(self.learn_termination)
+        sizes = [self.in_dim] + [self.hidden_size] * self.num_layers + [head]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(self.ensemble_size, d_in, d_out)) for d_in, d_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(self.ensemble_size, 1, d_out)) for d_out in sizes[1:]
+        )
+        if self.probabilistic:
+            shape = (self.ensemble_size, 1, self.gauss_dim)  # per member, so members stay independent
+            self.max_logvar = nn.Parameter(torch.full(shape, float(init_max_logvar)), requires_grad=learn_logvar_bounds)
+            self.min_logvar = nn.Parameter(torch.full(shape, float(init_min_logvar)), requires_grad=learn_logvar_bounds)
+        else:
+            self.max_logvar = self.min_logvar = None
+        self.input_normalizer = Normalizer(self.in_dim)
+        self.target_normalizer = Normalizer(self.gauss_dim)
+        self.register_buffer("elite_idx", torch.arange(num_elites))
+        self.reset_parameters(seed)
+
+    # -- construction -------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Truncated-normal weights, std = 1 / (2 sqrt(fan_in)), zero biases (PETS reference
+        code; mbrl-lib ``truncated_normal_init``). Each member draws its own weights."""
+        gen = torch.Generator(device=self.weights[0].device)
+        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
+        for w, b in zip(self.weights, self.biases):
+            std = 1.0 / (2.0 * math.sqrt(w.shape[1]))
+            nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen)
+            b.zero_()
+
+    @property
+    def num_elites(self) -> int:
+        return int(self.elite_idx.numel())
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    @torch.no_grad()
+    def set_elites(self, idx) -> None:
+        """Make the members ``idx`` (``num_elites`` distinct indices) the elites."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.elite_idx.device).flatten()
+        if idx.numel() != self.num_elites:
+            raise ValueError(f"expected {self.num_elites} elite indices, got {idx.numel()}")
+        if idx.unique().numel() != idx.numel() or idx.min() < 0 or idx.max() >= self.ensemble_size:
+            raise ValueError(f"elite indices must be distinct members in [0, {self.ensemble_size}), got {idx.tolist()}")
+        self.elite_idx.copy_(idx)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Optimiser groups: L2 weight decay on the weight matrices only; biases and the
+        log-variance bounds (which have their own penalty) are not pulled towards zero."""
+        rest = list(self.biases) + [p for p in (self.max_logvar, self.min_logvar) if p is not None and p.requires_grad]
+        return [{"params": list(self.weights), "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+    # -- network ------------------------------------------------------------------------------
+    def forward(self, x: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Normalised ``x[M, B, in]`` (or ``[B, in]``, shared by all) -> ``(mean[M, B, out],
+        logvar[M, B, G] | None)`` in normalised target units.
+
+        ``members`` (LongTensor[M]) picks which members run; default all E. ``mean[..., G]`` is
+        the termination logit when a termination head is learned (it has no variance).
+        """
+        weights, biases = self.weights, self.biases
+        bounds = (self.max_logvar, self.min_logvar)
+        if members is not None and not self._is_all(members):
+            weights = [w.index_select(0, members) for w in weights]
+            biases = [b.index_select(0, members) for b in biases]
+            if self.probabilistic:
+                bounds = (self.max_logvar.index_select(0, members), self.min_logvar.index_select(0, members))
+        h = x
+        last = len(weights) - 1
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            h = torch.baddbmm(b, h, w) if h.ndim == 3 else torch.matmul(h, w) + b
+            if i < last:
+                h = self._act(h)
+        if not self.probabilistic:
+            return h, None
+        g = self.gauss_dim
+        mean = torch.cat([h[..., :g], h[..., 2 * g:]], dim=-1) if self.learn_termination else h[..., :g]
+        max_lv, min_lv = bounds
+        logvar = max_lv - F.softplus(max_lv - h[..., g:2 * g])
+        logvar = min_lv + F.softplus(logvar - min_lv)
+        return mean, logvar
+
+    def _is_all(self, members: Tensor) -> bool:
+        """Whether ``members`` is 0..E-1 in order (then no weight copy is needed)."""
+        e = self.ensemble_size
+        return members.numel() == e and bool(torch.equal(members, torch.arange(e, device=members.device)))
+
+    def forward_rows(self, x: Tensor, member_idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Row i of normalised ``x[B, in]`` through member ``member_idx[i]``: ``(mean[B, out],
+        logvar[B, G] | None)``.
+
+        Rows are grouped by member and each group runs only through its own member (padded to
+        the largest group), so the cost is about B rows, not E * B as with running every member
+        on every row and gathering.
+        """
+        b = x.shape[0]
+        used, slot = torch.unique(member_idx, return_inverse=True)  # slot[i] in [0, U)
+        if used.numel() == 1:
+            mean, logvar = self.forward(x.unsqueeze(0), used)
+            return mean[0], None if logvar is None else logvar[0]
+        counts = torch.bincount(slot, minlength=used.numel())
+        order = torch.argsort(slot, stable=True)
+        sorted_slot = slot[order]
+        starts = torch.cumsum(counts, 0) - counts
+        pos_sorted = torch.arange(b, device=x.device) - starts[sorted_slot]
+        cap = int(counts.max())
+        flat = torch.empty_like(pos_sorted).index_copy_(0, order, sorted_slot * cap + pos_sorted)
+        # row i sits at flat[i] = slot * cap + position of the padded [U, cap] batch
+        padded = x.new_zeros(used.numel() * cap, x.shape[1]).index_copy_(0, flat, x)
+        mean, logvar = self.forward(padded.view(used.numel(), cap, -1), used)
+        mean = mean.reshape(-1, mean.shape[-1]).index_select(0, flat)
+        return mean, None if logvar is None else logvar.reshape(-1, logvar.shape[-1]).index_select(0, flat)
+
+    # -- prediction in real units -------------------------------------------------------------
+    def predict(
+        self,
+        obs,
+        action,
+        member_idx: Tensor | None = None,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Prediction:
+        """Next observation (and learned reward / termination) in real units.
+
+        ``member_idx`` None: the average of the elites' means (expectation, deterministic).
+        ``member_idx[B]``: row i uses that member; with ``sample`` (probabilistic models) the
+        output is drawn from the member's Gaussian using ``generator``.
+        """
+        obs = as_tensor(obs, device=self.device)
+        action = as_tensor(action, device=self.device)
+        x = self.input_normalizer.normalize(torch.cat([obs, action], dim=-1))
+        if member_idx is None:
+            if sample:
+                raise ValueError("sample=True needs member_idx (which member each row samples from)")
+            mean, _ = self.forward(x, self.elite_idx)
+            out = mean.mean(0)
+        else:
+            member_idx = torch.as_tensor(member_idx, dtype=torch.long, device=self.device)
+            if member_idx.shape != (obs.shape[0],):
+                raise ValueError(f"member_idx must have shape [{obs.shape[0]}], got {tuple(member_idx.shape)}")
+            out, logvar = self.forward_rows(x, member_idx)
+            if sample and logvar is not None:
+                g = self.gauss_dim
+                noise = torch.randn(logvar.shape, generator=generator, dtype=logvar.dtype, device=logvar.device)
+                gauss = torch.addcmul(out[:, :g], torch.exp(0.5 * logvar), noise)
+                out = torch.cat([gauss, out[:, g:]], dim=-1) if self.learn_termination else gauss
+        target = self.target_normalizer.denormalize(out[:, : self.gauss_dim])
+        next_obs = obs + target[:, : self.obs_dim]
+        reward = target[:, self.obs_dim] if self.learn_reward else None
+        terminated = out[:, self.gauss_dim] > 0 if self.learn_termination else None
+        return Prediction(next_obs, reward, terminated)
+
+    # -- training objective -------------------------------------------------------------------
+    def loss(self, x: Tensor, target: Tensor, terminated: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Training loss on normalised ``x[E, B, in]`` and ``target[E, B, G]`` (member e sees its
+        own rows). Returns (total, per-member loss[E]).
+
+        Probabilistic: Gaussian NLL (up to constants), mean over rows and dims, summed over
+        members, plus 0.01 * (sum max_logvar - sum min_logvar) (PETS appendix A.1 /
+        reference code). Deterministic: MSE. A termination head adds a logistic loss.
+        """
+        mean, logvar = self.forward(x)
+        g = self.gauss_dim
+        err = (mean[..., :g] - target) ** 2
+        if logvar is None:
+            per_member = err.mean((1, 2))
+        else:
+            per_member = (err * torch.exp(-logvar) + logvar).mean((1, 2))
+        if self.learn_termination:
+            if terminated is None:
+                raise ValueError("this model learns termination: pass the terminated flags")
+            per_member = per_member + F.binary_cross_entropy_with_logits(
+                mean[..., g], terminated.to(mean.dtype), reduction="none"
+            ).mean(1)
+        total = per_member.sum()
+        if self.probabilistic and self.max_logvar.requires_grad:
+            total = total + 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        return total, per_member.detach()
+
+    @torch.no_grad()
+    def member_mse(self, x: Tensor, target: Tensor, chunk: int = 16384) -> Tensor:
+        """Mean squared error of each member's mean on normalised ``x[B, in]``, ``target[B, G]``:
+        ``[E]``, averaged over rows and target dimensions (computed in chunks of rows)."""
+        total = torch.zeros(self.ensemble_size, dtype=torch.float64, device=x.device)
+        for start in range(0, x.shape[0], chunk):
+            mean, _ = self.forward(x[start:start + chunk])
+            err = (mean[..., : self.gauss_dim] - target[start:start + chunk]) ** 2
+            total += err.sum((1, 2)).to(torch.float64)
+        return (total / (x.shape[0] * self.gauss_dim)).to(torch.float32)
+
+    def extra_repr(self) -> str:
+        return (
+            f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, ensemble_size={self.ensemble_size}, "
+            f"hidden={self.num_layers}x{self.hidden_size} {self.activation}, probabilistic={self.probabilistic}, "
+            f"num_elites={self.num_elites}, learn_reward={self.learn_reward}, learn_termination={self.learn_termination}"
+        )
+
+
+def make_model(kind: str, obs_dim: int, action_dim: int, **kwargs) -> EnsembleModel:
+    """``"mlp"``: one deterministic network trained with MSE (the v0.5 model of MISSION.md Sec. 2,
+    mbrl-lib's gaussian_mlp.yaml architecture with ``deterministic``); ``"ensemble"``: the PETS
+    probabilistic ensemble. Keyword arguments override the defaults of ``EnsembleModel``."""
+    key = kind.lower().replace("-", "_")
+    if key == "mlp":
+        kwargs = {"ensemble_size": 1, "probabilistic": False, **kwargs}
+    elif key not in ("ensemble", "pe", "probabilistic_ensemble"):
+        raise ValueError(f"Unknown model kind {kind!r}; choose 'mlp' or 'ensemble'")
+    return EnsembleModel(obs_dim, action_dim, **kwargs)

@@ -1,0 +1,93 @@
+"""The training loop: run directory, exact resume after a crash, clear errors on bad data."""
+import csv
+
+import numpy as np
+import pytest
+
+from modelrl.cli import main
+from modelrl.runner.train import TrainConfig, TrainingError, train
+
+# A deliberately tiny MPC agent: the loop is under test here, not the learning.
+TINY = {"model": "mlp", "hidden_size": 16, "num_layers": 2, "model_epochs": 2, "planner": "mppi", "horizon": 4,
+        "num_samples": 32, "iterations": 1, "propagation": "mean", "particles": 1, "explore_steps": 100}
+
+
+def tiny_config(steps=600):
+    return TrainConfig("mpc", "Pendulum-v1", steps, seed=3, eval_every=200, eval_episodes=1)
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_gives_the_same_metrics(tmp_path):
+    _, full = train(tiny_config(), overrides=TINY, out=tmp_path / "full", progress=False)
+
+    def crash(step):
+        if step == 450:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tiny_config(), overrides=TINY, out=tmp_path / "crashed", progress=False, on_step=crash)
+    assert [r["env_step"] for r in rows(tmp_path / "crashed")] == ["200", "400"]
+    train(tiny_config(), resume=tmp_path / "crashed", progress=False)
+
+    a, b = rows(full), rows(tmp_path / "crashed")
+    assert [r["env_step"] for r in a] == ["200", "400", "600"]
+    drop = {"wall_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in b]
+    assert {"eval_return", "eval_return_std", "model_holdout_mse"} <= set(a[0])
+    assert (full / "config.yaml").exists() and (full / "checkpoints" / "latest.pt").exists()
+    assert any((full / "tb").iterdir())
+
+
+def test_non_finite_observation_stops_with_step_and_resumable_dir(tmp_path, monkeypatch):
+    import modelrl.runner.train as loop
+
+    real_make_env = loop.make_env
+
+    def poisoned(env_id, seed=None, action_repeat=1):
+        env = real_make_env(env_id, seed=seed, action_repeat=action_repeat)
+        inner = env.unwrapped
+        original = inner.step
+        count = {"n": 0}
+
+        def step(action):
+            count["n"] += 1
+            obs, r, te, tr, info = original(action)
+            if count["n"] == 250:
+                inner.state = np.array([np.nan, 0.0])  # the simulator blows up
+                obs = inner._get_obs()
+            return obs, r, te, tr, info
+
+        inner.step = step
+        return env
+
+    monkeypatch.setattr(loop, "make_env", poisoned)
+    with pytest.raises(TrainingError, match=r"env step 250.*resume"):
+        train(tiny_config(), overrides=TINY, out=tmp_path / "nan", progress=False)
+    assert [r["env_step"] for r in rows(tmp_path / "nan")] == ["200"]
+    assert (tmp_path / "nan" / "checkpoints" / "latest.pt").exists()
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    args = ["train", "mpc", "--env", "Pendulum-v1", "--steps", "200", "--eval-every", "200", "--eval-episodes", "1",
+            "--out", str(tmp_path / "cli"), "--no-progress"]
+    for k, v in TINY.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(args) == 0
+    assert rows(tmp_path / "cli")[0]["env_step"] == "200"
+    assert main(["train", "mpo"]) == 2
+    assert "Did you mean mpc" in capsys.readouterr().out
+    assert main(["train", "mpc", "--preset", "pet"]) == 2
+    assert "pets" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "mpc", "--hiden-size", "3"])
+    assert main(["train", "mpc", "--env", "Pendulm-v1", "--steps", "10", "--out", str(tmp_path / "x")]) == 2
+    assert "Pendulum-v1" in capsys.readouterr().out
