@@ -87,31 +87,13 @@ def versus_pytorch_mppi(episodes: int, modes: tuple[str, ...]) -> dict:
     return {"runs": res, "time_ratio": ratios}
 
 
-def five_planners(episodes: int) -> dict:
-    """Our planners on Pendulum-v1 (true model) with the settings `modelrl plan` uses."""
-    env = make_env("Pendulum-v1")
+def closed_loop(env_id: str, names: tuple[str, ...], episodes: int) -> dict:
+    """Our planners on ``env_id`` with its true model and the settings `modelrl plan` uses."""
+    env = make_env(env_id)
     out = {}
-    for name in ("random_shooting", "cem", "icem", "mppi", "ilqr"):
-        kwargs = resolved_planner_kwargs(name, "Pendulum-v1", {})
-        planner = make_planner(name, true_dynamics("Pendulum-v1"), env.action_space, seed=0, **kwargs)
-        rets, sec, steps = [], 0.0, 0
-        for ep in range(episodes):
-            r, s, n = episode(planner.act, planner.reset, env, ep)
-            rets.append(r)
-            sec, steps = sec + s, steps + n
-        out[name] = {"mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)), "returns": rets,
-                     "ms_per_action": 1000.0 * sec / steps, "settings": kwargs}
-        print(f"  {name:16s} mean {out[name]['mean_return']:8.1f}  {out[name]['ms_per_action']:7.2f} ms/action")
-    return out
-
-
-def cartpole(episodes: int) -> dict:
-    """Cart-pole swing-up (ours, 200 steps, at most 200): MPPI and iLQR with the `modelrl plan` settings."""
-    env = make_env("CartPoleSwingUp-v0")
-    out = {}
-    for name in ("mppi", "ilqr"):
-        kwargs = resolved_planner_kwargs(name, "CartPoleSwingUp-v0", {})
-        planner = make_planner(name, true_dynamics("CartPoleSwingUp-v0"), env.action_space, seed=0, **kwargs)
+    for name in names:
+        kwargs = resolved_planner_kwargs(name, env_id, {})
+        planner = make_planner(name, true_dynamics(env_id), env.action_space, seed=0, **kwargs)
         rets, sec, steps = [], 0.0, 0
         for ep in range(episodes):
             r, s, n = episode(planner.act, planner.reset, env, ep)
@@ -171,9 +153,9 @@ def main() -> None:
     for m, r in vs["time_ratio"].items():
         print(f"  time ratio ours/pytorch_mppi ({m}): {r:.2f}")
     print("Our planners on Pendulum-v1:")
-    five = five_planners(episodes)
+    five = closed_loop("Pendulum-v1", ("random_shooting", "cem", "icem", "mppi", "ilqr"), episodes)
     print("Cart-pole swing-up:")
-    cart = cartpole(min(episodes, 3))
+    cart = closed_loop("CartPoleSwingUp-v0", ("mppi", "ilqr"), min(episodes, 3))
     print("4-state linear system (closed loop, 60 steps):")
     lin = linear_system()
     for k, v in lin.items():
