@@ -171,17 +171,58 @@ def train_command(argv: list[str]) -> int:
     return 0
 
 
+@dataclasses.dataclass
+class DiagnoseArgs:
+    """Prediction errors of a run's learned model on fresh random episodes; writes diagnostics.json and a plot."""
+
+    run: Annotated[Path, tyro.conf.Positional]
+    """Run directory (from `modelrl train`)."""
+    episodes: int = 5
+    """Fresh episodes of uniform random actions to test on."""
+    k: int = 30
+    """Longest open-loop prediction, in steps."""
+    seed: int = 12345
+
+
+def diagnose(args: DiagnoseArgs) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelrl.runner.diagnose import diagnose as run_diagnose
+
+    console = Console()
+    try:
+        res = run_diagnose(args.run, episodes=args.episodes, k=args.k, seed=args.seed)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    table = Table(title=f"model diagnostics ({res['transitions']} held-out transitions)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("one-step MSE", f"{res['one_step_mse']:.3g}")
+    table.add_row("one-step MSE / var(s' - s)", f"{res['one_step_normalized_mse']:.3g}")
+    table.add_row("one-step RMSE per dim", ", ".join(f"{v:.3g}" for v in res["one_step_rmse_per_dim"]))
+    for j in sorted({1, 5, 10, len(res["k_step_mse"])}):
+        if j <= len(res["k_step_mse"]):
+            table.add_row(f"{j}-step open-loop MSE", f"{res['k_step_mse'][j - 1]:.3g}")
+    console.print(table)
+    console.print(f"wrote {args.run / 'diagnostics.json'} and {args.run / 'plots' / 'diagnostics.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modelrl`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         return train_command(argv[1:])
     args = tyro.extras.subcommand_cli_from_dict(
-        {"plan": PlanArgs, "train": TrainHelp}, prog="modelrl", args=argv,
+        {"plan": PlanArgs, "train": TrainHelp, "diagnose": DiagnoseArgs}, prog="modelrl", args=argv,
         description="modelrl: model-based RL, MPC and planning.",
     )
     if isinstance(args, PlanArgs):
         return plan(args)
+    if isinstance(args, DiagnoseArgs):
+        return diagnose(args)
     raise AssertionError(f"unhandled command {args!r}")
 
 

@@ -91,3 +91,21 @@ def test_cli_train_and_errors(tmp_path, capsys):
         main(["train", "mpc", "--hiden-size", "3"])
     assert main(["train", "mpc", "--env", "Pendulm-v1", "--steps", "10", "--out", str(tmp_path / "x")]) == 2
     assert "Pendulum-v1" in capsys.readouterr().out
+
+
+def test_diagnose_writes_errors_and_plot(tmp_path, capsys):
+    run = tmp_path / "diag"
+    trained = {**TINY, "hidden_size": 64, "model_epochs": 25}  # a model worth diagnosing
+    train(TrainConfig("mpc", "Pendulum-v1", 200, seed=0, eval_every=200, eval_episodes=1), overrides=trained,
+          out=run, progress=False)
+    assert main(["diagnose", str(run), "--episodes", "2", "--k", "10"]) == 0
+    assert "one-step MSE" in capsys.readouterr().out
+    import json
+
+    res = json.loads((run / "diagnostics.json").read_text())
+    assert res["transitions"] == 400 and len(res["k_step_mse"]) == 10
+    assert res["k_step_mse"][9] > res["k_step_mse"][0]  # open-loop error compounds
+    assert res["one_step_normalized_mse"] < 1.0  # better than predicting the mean change
+    assert (run / "plots" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["diagnose", str(tmp_path)]) == 2
+    assert "not a run directory" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
