@@ -63,7 +63,8 @@ class MPCConfig(AgentConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # PETS with the paper's settings (the defaults above).
         "pets": {},
-        # A smaller PETS that plans ~10x faster on a laptop CPU: fewer particles and samples.
+        # A smaller PETS for a laptop CPU: 0.21 s per action against 7.4 s for the paper's settings
+        # (Pendulum-v1, 1 thread, measured here); its returns against the paper's are still to be measured.
         "pets-cpu": {"particles": 5, "num_samples": 200, "plan_elites": 20, "iterations": 3, "hidden_size": 128,
                      "num_layers": 3},
         # Notes' v0.5: random data once, fit a deterministic MLP, plan; never refit.
