@@ -26,6 +26,13 @@ def terminal_fn(dynamics: Dynamics):
     return fn if callable(fn) else None
 
 
+def fresh_seed(seed: int | None) -> int:
+    """``seed``, or fresh OS entropy when None (unlike ``torch.seed()``, leaves the global RNG alone)."""
+    import secrets
+
+    return int(seed) if seed is not None else secrets.randbits(62)
+
+
 def as_tensor(x, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
     """Array-like to a tensor of the given dtype/device without a copy where possible."""
     if isinstance(x, Tensor):

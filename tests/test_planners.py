@@ -226,3 +226,11 @@ def test_state_dict_resumes_identical_plans(factory):
     b = factory(PendulumDynamics(), UNIT, horizon=6, seed=99)
     b.load_state_dict(saved)
     assert np.array_equal(np.stack([b.act(state) for _ in range(3)]), np.stack(expected))
+
+
+def test_unseeded_planner_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    MPPI(PendulumDynamics(), UNIT, horizon=3)  # no seed: fresh entropy, not torch.seed()
+    assert torch.equal(torch.rand(3), expected)

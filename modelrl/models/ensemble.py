@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modelrl.models.normalizer import Normalizer
-from modelrl.types import as_tensor
+from modelrl.types import as_tensor, fresh_seed
 
 _ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "tanh": torch.tanh}
 
@@ -104,7 +104,7 @@ class EnsembleModel(nn.Module):
         """Truncated-normal weights, std = 1 / (2 sqrt(fan_in)), zero biases (PETS reference
         code; mbrl-lib ``truncated_normal_init``). Each member draws its own weights."""
         gen = torch.Generator(device=self.weights[0].device)
-        gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
+        gen.manual_seed(fresh_seed(seed))
         for w, b in zip(self.weights, self.biases):
             std = 1.0 / (2.0 * math.sqrt(w.shape[1]))
             nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen)

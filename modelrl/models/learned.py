@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from modelrl.models.ensemble import EnsembleModel
-from modelrl.types import as_tensor
+from modelrl.types import as_tensor, fresh_seed
 
 RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (obs[B,S], action[B,A], next_obs[B,S]) -> [B]
 TerminationFn = Callable[[Tensor], Tensor]  # next_obs[B,S] -> bool[B]
@@ -61,7 +61,7 @@ class LearnedDynamics:
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator behind TS1 member choice and Gaussian sampling."""
-        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
+        self.generator.manual_seed(fresh_seed(seed))
 
     def _member_idx(self, rows: int) -> Tensor | None:
         elites = self.model.elite_idx

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modelrl.types import Dynamics, as_tensor, terminal_fn
+from modelrl.types import Dynamics, as_tensor, fresh_seed, terminal_fn
 
 
 def action_bounds(action_space) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +108,7 @@ class Planner(ABC):
         self.action_dim = int(low.shape[0])
         self.state_dim = state_dim if state_dim is not None else getattr(dynamics, "state_dim", None)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**62))
+        self.generator.manual_seed(fresh_seed(seed))
         self._warm: Tensor | None = None
         # torch.compile of the rollout (opt-in): fuses the model's per-step ops into one kernel.
         # The first plan pays the compilation (tens of seconds on a laptop CPU, cached on disk).
