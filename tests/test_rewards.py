@@ -33,3 +33,15 @@ def test_reward_and_termination_match_env(env_id):
 
 def test_unknown_task_has_no_known_reward():
     assert task_functions("HalfCheetah-v5") is None and task_functions(None) is None
+
+
+def test_register_task_functions_for_a_custom_env():
+    from modelrl.envs.rewards import TASKS, register_task_functions
+
+    register_task_functions("MyTask-v0", reward=lambda s, a, s2: -(s2**2).sum(-1))
+    try:
+        fns = task_functions("MyTask-v0")
+        assert fns.terminal is None
+        assert fns.reward(None, None, torch.ones(2, 3)).tolist() == [-3.0, -3.0]
+    finally:
+        del TASKS["MyTask-v0"]

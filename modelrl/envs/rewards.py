@@ -56,6 +56,11 @@ TASKS: dict[str, TaskFunctions] = {
 }
 
 
+def register_task_functions(env_id: str, reward: RewardFn, terminal: TerminalFn | None = None) -> None:
+    """Give a custom environment a known reward (and termination) for planning through learned models."""
+    TASKS[env_id] = TaskFunctions(reward, terminal)
+
+
 def task_functions(env_id: str | None) -> TaskFunctions | None:
     """The known reward (and termination) of ``env_id``, or None where the reward must be learned."""
     return TASKS.get(env_id) if env_id is not None else None
