@@ -25,6 +25,7 @@ def test_plan_writes_run_directory(tmp_path, capsys):
     assert summary["mean_return"] == pytest.approx(sum(float(r["eval_return"]) for r in rows) / 2)
     png = (out / "plots" / "returns.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not (out / "checkpoints").exists()  # planning has nothing to resume
 
 
 def test_plan_opt_passes_any_keyword(tmp_path):

@@ -110,6 +110,7 @@ class Planner(ABC):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(fresh_seed(seed))
         self._warm: Tensor | None = None
+        self._last_plan: Tensor | None = None  # the plan of the last call, before the shift
         # torch.compile of the rollout (opt-in): fuses the model's per-step ops into one kernel.
         # The first plan pays the compilation (tens of seconds on a laptop CPU, cached on disk).
         self._rollout = rollout_returns

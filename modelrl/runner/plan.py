@@ -12,7 +12,7 @@ import torch
 
 from modelrl.envs import make_env, true_dynamics
 from modelrl.planners import make_planner
-from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, save_config
+from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
 
 # Settings per (planner, env) that differ from the planners' own defaults, each measured by
 # benchmarks/planners.py (docs/benchmarks.md). Anything given on the command line wins.
@@ -78,7 +78,7 @@ def run_plan(
     run_dir = None
     writer = None
     if save:
-        run_dir = create_run_dir(out or default_run_dir(planner, env_id, seed))
+        run_dir = create_run_dir(out or default_run_dir(planner, env_id, seed), checkpoints=False)
         save_config(run_dir, {"command": "plan", "planner": planner, "env": env_id, "episodes": episodes,
                               "seed": seed, "max_steps": limit, "planner_kwargs": kwargs})
         writer = MetricsWriter(run_dir, ["episode", "env_step", "wall_s", "eval_return", "length", "ms_per_action"])
@@ -87,7 +87,7 @@ def run_plan(
     step_rewards: list[list[float]] = []
     total_steps = 0
     t_start = time.perf_counter()
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task(f"{planner} on {env_id}", total=episodes * limit)
         for ep in range(episodes):
@@ -126,12 +126,6 @@ def run_plan(
         plot_plan(run_dir / "plots" / "returns.png", step_rewards, f"{planner} on {env_id}")
     return result
 
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
 
 
 def plot_plan(path: Path, step_rewards: list[list[float]], title: str) -> None:

@@ -18,12 +18,21 @@ def default_run_dir(algo: str, env_id: str, seed: int, root: str | Path = "runs"
     return Path(root) / algo / safe_env / f"{seed}-{stamp}"
 
 
-def create_run_dir(path: str | Path) -> Path:
-    """Create the run directory with its ``plots/`` and ``checkpoints/`` sub-folders."""
+def create_run_dir(path: str | Path, checkpoints: bool = True) -> Path:
+    """Create the run directory with its ``plots/`` (and, for training, ``checkpoints/``) sub-folders."""
     path = Path(path)
     (path / "plots").mkdir(parents=True, exist_ok=True)
-    (path / "checkpoints").mkdir(exist_ok=True)
+    if checkpoints:
+        (path / "checkpoints").mkdir(exist_ok=True)
     return path
+
+
+def progress_bar(enabled: bool = True):
+    """The rich progress bar every long job shows: description, bar, count, elapsed, remaining."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=not enabled)
 
 
 def _plain(value: Any) -> Any:

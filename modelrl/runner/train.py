@@ -21,7 +21,7 @@ from modelrl.envs import make_env
 from modelrl.envs.make import NonFiniteObservationError
 from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
                                        set_env_rng_state, set_global_rng_state)
-from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, save_config
+from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
 
 
 @dataclasses.dataclass
@@ -139,7 +139,7 @@ def train(
 
     agent.reset()
     ep_return, losses, last_eval = 0.0, {}, float("nan")
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     try:
         with bar:
             task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=step)
@@ -187,10 +187,3 @@ def _tensorboard(run_dir: Path, purge_step: int | None):
     except ImportError:  # tensorboard is a dependency; tolerate a trimmed install
         return None
     return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled)
