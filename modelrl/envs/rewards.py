@@ -49,10 +49,59 @@ def inverted_pendulum_reward(obs: Tensor, action: Tensor, next_obs: Tensor) -> T
     return (~inverted_pendulum_terminal(next_obs)).to(next_obs.dtype)
 
 
+# -- MuJoCo locomotion (Gymnasium v5, default arguments). The observation drops the root x position,
+# so the forward velocity (x' - x) / dt that the env pays cannot be recovered exactly; we use the
+# trapezoid of the root x velocity in obs and next_obs, which is close where the physics substeps are
+# many (Hopper, Walker2d: 4 substeps of 2 ms, RK4) and rougher on HalfCheetah (5 Euler substeps of 10 ms
+# with contacts). The errors measured on random-action rollouts are documented in docs/environments.md
+# and bounded in tests/test_rewards.py. Control cost and health/termination terms are exact.
+class _Locomotion(NamedTuple):
+    vel_index: int  # index of the root x velocity in the observation (after qpos[1:] or qpos[2:])
+    ctrl_cost: float  # ctrl_cost_weight (Gymnasium v5 default)
+    healthy_reward: float = 0.0  # 1.0 for Hopper and Walker2d (Gymnasium v5 default)
+    z_range: tuple[float, float] | None = None  # healthy_z_range (obs[0] is the torso height)
+    angle_range: tuple[float, float] | None = None  # healthy_angle_range (obs[1] is the torso angle)
+    state_bound: float | None = None  # Hopper: every entry of qpos[2:], qvel inside (-100, 100)
+
+
+_LOCOMOTION = {
+    "HalfCheetah-v5": _Locomotion(8, 0.1),
+    "Hopper-v5": _Locomotion(5, 1e-3, 1.0, (0.7, float("inf")), (-0.2, 0.2), 100.0),
+    "Walker2d-v5": _Locomotion(8, 1e-3, 1.0, (0.8, 2.0), (-1.0, 1.0)),
+    "Swimmer-v5": _Locomotion(3, 1e-4),
+}
+
+
+def _locomotion_functions(spec: _Locomotion) -> TaskFunctions:
+    def healthy(next_obs: Tensor) -> Tensor:
+        ok = torch.isfinite(next_obs).all(dim=-1)
+        if spec.z_range is not None:
+            z, angle = next_obs[:, 0], next_obs[:, 1]
+            ok = ok & (z > spec.z_range[0]) & (z < spec.z_range[1])
+            ok = ok & (angle > spec.angle_range[0]) & (angle < spec.angle_range[1])
+        if spec.state_bound is not None:
+            ok = ok & (next_obs[:, 1:].abs() < spec.state_bound).all(dim=-1)
+        return ok
+
+    def reward(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+        forward = 0.5 * (obs[:, spec.vel_index] + next_obs[:, spec.vel_index])
+        ctrl = spec.ctrl_cost * action.clamp(-1.0, 1.0).square().sum(dim=-1)  # ctrl range is [-1, 1]
+        out = forward - ctrl
+        if spec.healthy_reward:
+            out = out + spec.healthy_reward * healthy(next_obs).to(out.dtype)
+        return out
+
+    def terminal(next_obs: Tensor) -> Tensor:
+        return ~healthy(next_obs)
+
+    return TaskFunctions(reward, terminal if spec.z_range is not None else None)
+
+
 TASKS: dict[str, TaskFunctions] = {
     "Pendulum-v1": TaskFunctions(pendulum_reward),
     CARTPOLE_ID: TaskFunctions(cartpole_swingup_reward),
     "InvertedPendulum-v5": TaskFunctions(inverted_pendulum_reward, inverted_pendulum_terminal),
+    **{env_id: _locomotion_functions(spec) for env_id, spec in _LOCOMOTION.items()},
 }
 
 
