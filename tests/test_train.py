@@ -39,7 +39,7 @@ def test_resume_after_crash_gives_the_same_metrics(tmp_path):
 
     a, b = rows(full), rows(tmp_path / "crashed")
     assert [r["env_step"] for r in a] == ["200", "400", "600"]
-    drop = {"wall_s"}
+    drop = {"wall_s", "train_wall_s"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
            [{k: v for k, v in r.items() if k not in drop} for r in b]
     assert {"eval_return", "eval_return_std", "model_holdout_mse"} <= set(a[0])

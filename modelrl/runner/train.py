@@ -21,6 +21,7 @@ from modelrl.envs import make_env
 from modelrl.envs.make import NonFiniteObservationError
 from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
                                        set_env_rng_state, set_global_rng_state)
+from modelrl.runner.experts import attach_run_resources
 from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
 
 
@@ -79,7 +80,9 @@ def train(
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         cfg = TrainConfig(**saved["train"])
         overrides = saved["agent"]
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+        ckpt_path = run_dir / "checkpoints" / "latest.pt"
+        # stopped before its first checkpoint: start over in the same directory (imitation keeps its labels)
+        ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     else:
         if cfg.steps < 1:
             raise ValueError(f"steps must be >= 1, got {cfg.steps}")
@@ -102,7 +105,9 @@ def train(
     if run_dir is None:
         run_dir = create_run_dir(out or default_run_dir(cfg.algo, cfg.env, cfg.seed))
         save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent_config)})
+    attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
     step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
+    eval_s = 0.0  # wall-clock spent evaluating, so train_wall_s can leave it out
     obs, _ = env.reset()
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
@@ -111,9 +116,10 @@ def train(
         set_env_rng_state(env, ckpt["env_rng"])
         explore_rng.bit_generator.state = ckpt["explore_rng"]
         step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
+        eval_s = ckpt.get("eval_s", 0.0)
         obs, _ = env.reset()
-    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "eval_return", "eval_return_std", "episode",
-                                      "train_return"], keep_until=step if ckpt is not None else None)
+    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "eval_return", "eval_return_std",
+                                      "episode", "train_return"], keep_until=step if ckpt is not None else None)
     tb = _tensorboard(run_dir, purge_step=step if ckpt is not None else None)
     t0 = time.perf_counter() - wall0
 
@@ -122,11 +128,16 @@ def train(
             "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": global_rng_state(),
             "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
             "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
-            "wall_s": time.perf_counter() - t0})
+            "wall_s": time.perf_counter() - t0, "eval_s": eval_s})
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
+        nonlocal eval_s
+        t_eval = time.perf_counter()
         returns = evaluate(agent, cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
-        row = {"env_step": step, "wall_s": round(time.perf_counter() - t0, 3), "eval_return": float(np.mean(returns)),
+        eval_s += time.perf_counter() - t_eval
+        wall = time.perf_counter() - t0
+        row = {"env_step": step, "wall_s": round(wall, 3), "train_wall_s": round(wall - eval_s, 3),
+               "eval_return": float(np.mean(returns)),
                "eval_return_std": float(np.std(returns)), "episode": episode, "train_return": train_return}
         row.update({k: float(v) for k, v in losses.items()})
         metrics.write(row)
