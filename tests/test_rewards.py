@@ -76,3 +76,15 @@ def test_register_task_functions_for_a_custom_env():
         assert fns.reward(None, None, torch.ones(2, 3)).tolist() == [-3.0, -3.0]
     finally:
         del TASKS["MyTask-v0"]
+
+
+def test_planning_reward_breaks_ties_without_outweighing_survival():
+    fns = task_functions("InvertedPendulum-v5")
+    assert task_functions("Pendulum-v1").for_planning() is task_functions("Pendulum-v1").reward
+    assert fns.for_planning(shaped=False) is fns.reward
+    s = torch.zeros(3, 4)
+    s2 = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0]])
+    shaped, plain = fns.for_planning()(s, torch.zeros(3, 1), s2), fns.reward(s, torch.zeros(3, 1), s2)
+    assert plain.tolist() == [1.0, 1.0, 0.0]
+    assert shaped[0] == 1.0 and 0.9 < shaped[1] < 1.0  # off-centre costs a little ...
+    assert shaped[1] > shaped[2]  # ... far less than falling

@@ -41,6 +41,8 @@ class MPCConfig(AgentConfig):
     num_layers: int = 4  # mbrl-lib gaussian_mlp_ensemble.yaml: 4 hidden layers
     learn_reward: bool | None = None
     """None: learn the reward only where the task has no known reward function."""
+    shaped_reward: bool = True
+    """Plan with the task's tie-breaking planning reward where it has one (ours; InvertedPendulum-v5's centring term)."""
     propagation: str = "ts_inf"  # PETS: TS-inf is its main variant (PE-TS)
     particles: int = 20  # PETS Sec. 4.2: P = 20
     # -- model training
@@ -104,7 +106,7 @@ class MPCAgent(Agent):
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_epochs, patience=c.model_patience, seed=seed)
         self.dynamics = LearnedDynamics(
-            self.model, reward_fn=None if learn_reward else known.reward,
+            self.model, reward_fn=None if learn_reward else known.for_planning(c.shaped_reward),
             termination_fn=known.terminal if known is not None else None,
             mode=c.propagation, particles=c.particles, seed=seed + 1)
         self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2,
