@@ -74,9 +74,11 @@ class MPCConfig(AgentConfig):
         # Notes' v0.5: random data once, fit a deterministic MLP, plan; never refit.
         "v0.5": {"model": "mlp", "propagation": "mean", "particles": 1, "explore_steps": 1000, "refit_every": -1,
                  "planner": "mppi", "num_samples": 500, "iterations": 1, "temperature": 0.1},
-        # Notes' v1.5: deterministic MLP refit on the aggregated data after every episode.
+        # Notes' v1.5: deterministic MLP refit on the aggregated data after every episode. Sizes are ours, for a
+        # laptop CPU: 128x3 and 300 samples plan in ~20 ms per action against ~200 ms for 200x4 and 500
+        # samples (Pendulum-v1, 1 thread); on Pendulum both reached about -85 at 600-800 steps (seed 0).
         "v1.5": {"model": "mlp", "propagation": "mean", "particles": 1, "refit_every": 0, "planner": "mppi",
-                 "num_samples": 500, "iterations": 1, "temperature": 0.1},
+                 "num_samples": 300, "iterations": 1, "temperature": 0.1, "hidden_size": 128, "num_layers": 3},
     }
 
 
