@@ -1,7 +1,13 @@
-"""The ``modelrl`` command line: ``modelrl plan PLANNER --env ENV [--episodes N] [--horizon H] ...``."""
+"""The ``modelrl`` command line: ``train``, ``eval``, ``plan``, ``plot``, ``diagnose``, ``sweep``, ``bench``.
+
+Configs are typed dataclasses parsed by tyro, so every field is a flag; ``modelrl COMMAND --help``
+lists them. ``train`` and ``bench`` are dispatched by hand (the algorithm decides ``train``'s
+fields; ``bench`` passes its arguments to the benchmark script); the rest go through tyro.
+"""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,7 +20,7 @@ PlannerName = Literal["mppi", "cem", "icem", "random_shooting", "ilqr", "lqr"]
 
 @dataclasses.dataclass
 class PlanArgs:
-    """Closed-loop MPC on a real environment with its true model; prints returns, writes a run directory."""
+    """Closed-loop MPC with a planner on an env's true model; prints returns, writes a run directory."""
 
     planner: Annotated[PlannerName, tyro.conf.Positional]
     """Which planner: mppi, cem, icem, random_shooting, ilqr (lqr needs a linear model)."""
@@ -90,11 +96,10 @@ def plan(args: PlanArgs) -> int:
 
 @dataclasses.dataclass
 class TrainHelp:
-    """Train an agent: `modelrl train ALGO --env ENV --steps N [--seed S] [--preset NAME] [--out DIR]
-    [--resume DIR] [--<field> VALUE ...]`. `modelrl train ALGO --help` lists ALGO's fields and presets."""
+    """Train an agent and write a run directory; `modelrl train ALGO --help` lists ALGO's fields and presets."""
 
-    algo: Annotated[str, tyro.conf.Positional]
-    """Algorithm (e.g. mpc)."""
+    algo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ALGO")]
+    """Algorithm, then --env ENV --steps N [--seed S] [--preset P] [--config F.yaml] [--resume RUN] [--<field> V]."""
 
 
 @dataclasses.dataclass
@@ -108,6 +113,8 @@ class LoopArgs:
     seed: int = 0
     preset: str | None = None
     """Named preset of the algorithm's config (applied before the field flags)."""
+    config: Path | None = None
+    """A YAML file with `train:` and `agent:` sections (a run's config.yaml works); flags override it."""
     out: Path | None = None
     """Run directory (default runs/<algo>/<env>/<seed>-<time>/)."""
     resume: Path | None = None
@@ -131,49 +138,316 @@ def _train_args_type(config_cls, default_config):
     )
 
 
+def _option_value(args: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in ``args`` (the last one wins), else None."""
+    value = None
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def _without_option(args: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A config YAML with ``train:`` and/or ``agent:`` sections (the layout of a run's config.yaml)."""
+    from modelrl.runner.train import TrainConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no config file at {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or set(data) - {"train", "agent"}:
+        extra = sorted(set(data) - {"train", "agent"}) if isinstance(data, dict) else []
+        raise ValueError(f"{path}: a config file has the sections train: and agent: only"
+                         + (f" (found {', '.join(map(str, extra))})" if extra else ""))
+    train_section, agent_section = data.get("train") or {}, data.get("agent") or {}
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(train_section) - set(valid))
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)} in train:. Valid fields: {', '.join(valid)}.")
+    return {"train": dict(train_section), "agent": dict(agent_section)}
+
+
 def train_command(argv: list[str]) -> int:
-    """``modelrl train ALGO ...``: parse with ALGO's config (preset applied to the defaults), then run."""
+    """``modelrl train ALGO ...``: parse with ALGO's config (preset applied to the defaults), then run.
+
+    Precedence, lowest first: the algorithm's defaults, the preset, the ``--config`` file, the flags.
+    """
     from rich.console import Console
 
     from modelrl.agents import AGENTS, agent_classes
 
     console = Console()
-    if not argv or argv[0].startswith("-"):
-        tyro.cli(TrainHelp, args=argv or ["--help"], prog="modelrl train")
+    config_path = _option_value(argv, "--config")
+    if not argv or (argv[0].startswith("-") and config_path is None):
+        tyro.cli(TrainHelp, args=argv or ["--help"], prog="modelrl train",
+                 description=f"Train an agent and write a run directory. Algorithms: {', '.join(AGENTS)}. "
+                             f"`modelrl train ALGO --help` lists ALGO's fields and presets.")
         return 2
-    algo, rest = argv[0], argv[1:]
     try:
+        file_cfg = load_config_file(config_path) if config_path is not None else {"train": {}, "agent": {}}
+        file_algo = file_cfg["train"].get("algo")
+        if argv[0].startswith("-"):
+            if file_algo is None:
+                raise ValueError(f"{config_path} names no algorithm (train: algo:); give one: modelrl train ALGO")
+            algo, rest = file_algo, list(argv)
+        else:
+            algo, rest = argv[0], argv[1:]
+            if file_algo is not None and file_algo != algo:
+                raise ValueError(f"{config_path} trains {file_algo!r}, the command line asks for {algo!r}")
+        rest = _without_option(rest, "--config")
         config_cls, _ = agent_classes(algo)
-        preset = None
-        if "--preset" in rest and rest.index("--preset") + 1 < len(rest):
-            preset = rest[rest.index("--preset") + 1]
+        preset = _option_value(rest, "--preset") or file_cfg["train"].get("preset")
         from modelrl.agents.base import build_config
 
-        default_config = build_config(config_cls, preset)
+        default_config = build_config(config_cls, preset, **file_cfg["agent"])
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     presets = ", ".join(config_cls.PRESETS) or "none"
-    args = tyro.cli(_train_args_type(config_cls, default_config), args=rest, prog=f"modelrl train {algo}",
+    args_type = _train_args_type(config_cls, default_config)
+    loop_names = {f.name for f in dataclasses.fields(LoopArgs)}
+    defaults = args_type(**{k: v for k, v in file_cfg["train"].items() if k in loop_names and k != "config"},
+                         agent=default_config)
+    args = tyro.cli(args_type, args=rest, default=defaults, prog=f"modelrl train {algo}",
                     description=f"Train {algo} (algorithms: {', '.join(AGENTS)}; presets of {algo}: {presets}).")
     from modelrl.runner.train import TrainConfig, TrainingError, train
 
-    cfg = TrainConfig(algo=algo, env=args.env, steps=args.steps, seed=args.seed, preset=args.preset,
-                      eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                      checkpoint_every=args.checkpoint_every, action_repeat=args.action_repeat)
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in file_cfg["train"].items() if k in train_fields}
+    values.update({k: getattr(args, k) for k in loop_names & train_fields})
+    values["algo"] = algo
+    cfg = TrainConfig(**values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
     try:
-        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=not args.no_progress)
+        progress = not args.no_progress and overrides.get("expert") != "human"  # the bar would hide the prompt
+        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress)
     except (ValueError, TrainingError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
-    console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/)")
+    console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/, "
+                  f"plots/learning_curve.png)")
     return 0
 
 
 @dataclasses.dataclass
+class EvalArgs:
+    """Evaluate a trained agent on fresh episodes (eval.json); --video renders MP4 and GIF."""
+
+    run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """Run directory (from `modelrl train`)."""
+    episodes: int = 10
+    """Evaluation episodes, with the agent's evaluation (not exploratory) action."""
+    seed: int = 0
+    """Episode i resets with seed + i."""
+    video: bool = False
+    """Render episodes to RUN/videos/episode_<i>.mp4 and .gif (plus one frame as .png)."""
+    video_episodes: int = 1
+    """How many of the episodes (the first ones) to render."""
+    max_steps: int | None = None
+    """Cut episodes after this many steps (default: the env's time limit)."""
+    fps: int | None = None
+    """Video frame rate (default: the env's render_fps)."""
+
+
+def eval_command(args: EvalArgs) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelrl.runner.evaluate import evaluate_run
+
+    console = Console()
+    try:
+        res = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, video=args.video,
+                           video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    table = Table(title=f"{res['algo']} on {res['env']} ({args.run})")
+    for col in ("episode", "reset seed", "return", "steps"):
+        table.add_column(col, justify="right")
+    for i, (r, n) in enumerate(zip(res["returns"], res["lengths"])):
+        table.add_row(str(i), str(res["reset_seeds"][i]), f"{r:.1f}", str(n))
+    table.add_row("mean", "", f"{res['mean_return']:.1f} ± {res['std_return']:.1f}", "", style="bold")
+    console.print(table)
+    console.print(f"wrote {Path(args.run) / 'eval.json'}")
+    for v in res["videos"]:
+        console.print(f"wrote {v}")
+    return 0
+
+
+@dataclasses.dataclass
+class PlotArgs:
+    """Learning curves of runs as PNG: mean and spread over seeds, x in env steps and wall-clock."""
+
+    runs: Annotated[tuple[Path, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    """Run directories, or folders holding runs (searched recursively). Seeds of one setting are averaged."""
+    x: Literal["both", "steps", "wall"] = "both"
+    """x axis: environment steps, wall-clock seconds, or both side by side."""
+    band: Literal["minmax", "std", "none"] = "minmax"
+    """Spread over seeds: min-max, one standard deviation, or none."""
+    out: Path | None = None
+    """PNG to write (default RUN/plots/learning_curve.png for one run, else learning_curves.png)."""
+    title: str | None = None
+
+
+def plot_command(args: PlotArgs) -> int:
+    from rich.console import Console
+
+    from modelrl.runner.plots import default_plot_path, plot_runs
+
+    console = Console()
+    try:
+        if not args.runs:
+            raise ValueError("give at least one run directory (or a folder of runs): modelrl plot RUN...")
+        out = plot_runs(args.runs, args.out or default_plot_path(args.runs), x=args.x, band=args.band,
+                        title=args.title)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    console.print(f"wrote {out}")
+    return 0
+
+
+@dataclasses.dataclass
+class SweepArgs:
+    """Grid or random search over config fields and seeds on Ray Tune, locally or on a cluster."""
+
+    algo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ALGO")]
+    """Algorithm to train in every trial."""
+    env: str = "Pendulum-v1"
+    steps: int = 10_000
+    """Environment steps per trial."""
+    preset: str | None = None
+    grid: tuple[str, ...] = ()
+    """Fields to grid over, each FIELD=V1,V2,... (e.g. --grid horizon=10,20 planner=cem,mppi)."""
+    random: tuple[str, ...] = ()
+    """Fields to draw at random, each FIELD=LOW:HIGH or FIELD=LOW:HIGH:log (integers for integer bounds)."""
+    samples: int = 1
+    """Random draws (each runs on every grid point and seed)."""
+    fixed: Annotated[tuple[str, ...], tyro.conf.arg(name="set")] = ()
+    """Fields set for every trial, not varied: FIELD=VALUE ..."""
+    seeds: str = "0,1,2"
+    """Seeds of every setting: a list 0,1,2 or a range 0-4."""
+    eval_every: int = 1000
+    eval_episodes: int = 10
+    out: Path | None = None
+    """Sweep directory (default runs/sweeps/<algo>-<env>-<time>/)."""
+    address: str | None = None
+    """A running Ray cluster: auto or HEAD-IP:6379 on a cluster node, or ray://HEAD:10001. Default: local Ray."""
+    cpus_per_trial: float = 1.0
+    num_cpus: int | None = None
+    """CPUs of the local Ray (default: all of this machine's)."""
+    search_seed: int = 0
+    """Seed of the random draws."""
+
+
+def sweep_command(args: SweepArgs) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelrl.runner.sweep import SweepError, parse_grid, parse_random, parse_seeds, run_sweep
+
+    console = Console()
+    try:
+        fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
+        res = run_sweep(args.algo, args.env, args.steps, grid=parse_grid(args.grid), random=parse_random(args.random),
+                        fixed=fixed, seeds=parse_seeds(args.seeds), samples=args.samples, preset=args.preset,
+                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
+                        address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
+                        search_seed=args.search_seed)
+    except (SweepError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    except RuntimeError as err:  # every trial failed
+        console.print(f"[red]error:[/red] {err}")
+        return 1
+    table = Table(title=f"sweep: {args.algo} on {args.env}, {args.steps} steps (final evaluation, over seeds)")
+    for col in [*res.varied, "seeds", "mean return", "std", "min", "max"]:
+        table.add_column(col, justify="right")
+    for row in res.summary:
+        table.add_row(*[_short(row[k]) for k in res.varied], str(row["seeds"]), f"{row['mean_return']:.1f}",
+                      f"{row['std_return']:.1f}", f"{row['min_return']:.1f}", f"{row['max_return']:.1f}")
+    console.print(table)
+    failed = json.loads((res.sweep_dir / "summary.json").read_text())["failed_trials"]
+    if failed:
+        console.print(f"[yellow]{len(failed)} trial(s) failed[/yellow] (summary.json lists them): {failed[0]}")
+    console.print(f"wrote {res.table} (one row per trial), {res.sweep_dir / 'summary.json'}, {res.plot}")
+    return 0
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@dataclasses.dataclass
+class BenchHelp:
+    """Run a benchmark from benchmarks/: `modelrl bench NAME [ARGS...]` (`modelrl bench list`)."""
+
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME")]
+    """Module of benchmarks/ (e.g. planners), run as `python -m benchmarks.NAME ARGS...`; see NAME --help."""
+
+
+def benchmarks_dir() -> Path | None:
+    """The source checkout's ``benchmarks/`` folder (next to the modelrl package), if there is one."""
+    import modelrl
+
+    path = Path(modelrl.__file__).resolve().parent.parent / "benchmarks"
+    return path if (path / "__init__.py").is_file() else None
+
+
+def available_benchmarks() -> list[str]:
+    folder = benchmarks_dir()
+    if folder is None:
+        return []
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_") and p.stem != "common")
+
+
+def bench_command(argv: list[str]) -> int:
+    """``modelrl bench NAME ARGS...``: ``python -m benchmarks.NAME ARGS...`` in the source checkout."""
+    import subprocess
+
+    from rich.console import Console
+
+    console = Console()
+    if not argv or argv[0] in ("-h", "--help"):
+        tyro.cli(BenchHelp, args=["--help"], prog="modelrl bench")
+        return 2
+    names = available_benchmarks()
+    if benchmarks_dir() is None:
+        console.print("[red]error:[/red] benchmarks/ lives in the source checkout, next to modelrl/; install "
+                      "modelrl from a clone (pip install -e .) to run them")
+        return 2
+    if argv[0] == "list":
+        console.print("benchmarks: " + ", ".join(names))
+        return 0
+    name = argv[0]
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        console.print(f"[red]error:[/red] Unknown benchmark {name!r}.{hint} Choose from: {', '.join(names)}.")
+        return 2
+    return subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *argv[1:]], cwd=benchmarks_dir().parent)
+
+
+@dataclasses.dataclass
 class DiagnoseArgs:
-    """Prediction errors of a run's learned model on fresh random episodes; writes diagnostics.json and a plot."""
+    """Errors of a run's learned model on fresh random episodes; writes diagnostics.json and a plot."""
 
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory (from `modelrl train`)."""
@@ -210,19 +484,27 @@ def diagnose(args: DiagnoseArgs) -> int:
     return 0
 
 
+COMMANDS = {
+    "train": TrainHelp, "eval": EvalArgs, "plan": PlanArgs, "plot": PlotArgs, "diagnose": DiagnoseArgs,
+    "sweep": SweepArgs, "bench": BenchHelp,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modelrl`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         return train_command(argv[1:])
+    if argv and argv[0] == "bench":
+        return bench_command(argv[1:])
     args = tyro.extras.subcommand_cli_from_dict(
-        {"plan": PlanArgs, "train": TrainHelp, "diagnose": DiagnoseArgs}, prog="modelrl", args=argv,
-        description="modelrl: model-based RL, MPC and planning.",
+        COMMANDS, prog="modelrl", args=argv,
+        description="modelrl: model-based RL, MPC and planning. `modelrl COMMAND --help` lists a command's options.",
     )
-    if isinstance(args, PlanArgs):
-        return plan(args)
-    if isinstance(args, DiagnoseArgs):
-        return diagnose(args)
+    handlers = {PlanArgs: plan, DiagnoseArgs: diagnose, EvalArgs: eval_command, PlotArgs: plot_command,
+                SweepArgs: sweep_command}
+    if type(args) in handlers:
+        return handlers[type(args)](args)
     raise AssertionError(f"unhandled command {args!r}")
 
 

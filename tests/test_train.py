@@ -84,7 +84,8 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert main(args) == 0
     assert rows(tmp_path / "cli")[0]["env_step"] == "200"
     assert main(["train", "mpo"]) == 2
-    assert "Did you mean mpc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Did you mean" in out and "mpc" in out
     assert main(["train", "mpc", "--preset", "pet"]) == 2
     assert "pets" in capsys.readouterr().out
     with pytest.raises(SystemExit):

@@ -189,6 +189,9 @@ def train(
         if tb is not None:
             tb.close()
         env.close()
+    from modelrl.runner.plots import write_learning_curve
+
+    write_learning_curve(run_dir)
     return agent, run_dir
 
 

@@ -1,0 +1,178 @@
+"""``modelrl eval RUN``: a trained agent's returns on fresh episodes, and videos of them.
+
+Restores the agent from the run's last checkpoint (``load_agent``), runs ``episodes`` episodes
+with its evaluation action (episode i resets with seed ``seed + i``) and writes ``eval.json``.
+With ``video``, the first ``video_episodes`` episodes are rendered (``render_mode="rgb_array"``)
+to ``videos/episode_<i>.mp4`` (needs imageio-ffmpeg) and ``.gif``, plus one frame as PNG.
+
+MuJoCo tasks render offscreen through EGL or OSMesa: without a display, ``MUJOCO_GL`` defaults
+to ``egl`` here (set ``MUJOCO_GL=osmesa`` where EGL is missing; ``make video`` installs the system
+libraries). Pendulum-v1 draws with pygame, our CartPoleSwingUp-v0 with numpy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+GIF_MAX_WIDTH = 320  # GIFs are for a quick look in a browser or a README: small and light
+GIF_MAX_FPS = 25
+
+
+def configure_offscreen_gl() -> str | None:
+    """Offscreen rendering without a display: MuJoCo through ``egl``, pygame through SDL's dummy driver.
+
+    Call before MuJoCo is imported. Respects variables the user set. Returns MuJoCo's back end
+    (None: MuJoCo's default, GLFW, which needs a display).
+    """
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (Pendulum-v1) draws offscreen too
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    backend = os.environ.get("MUJOCO_GL")
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
+def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, render: bool = False,
+                max_steps: int | None = None) -> tuple[float, int, list[np.ndarray]]:
+    """One episode from ``env.reset(seed=seed)``; returns (return, steps, RGB frames if ``render``)."""
+    obs, _ = env.reset(seed=seed)
+    frames = [_frame(env)] if render else []
+    total, steps, done = 0.0, 0, False
+    while not done and (max_steps is None or steps < max_steps):
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+        if render:
+            frames.append(_frame(env))
+    return total, steps, frames
+
+
+def _frame(env) -> np.ndarray:
+    import gymnasium
+
+    try:
+        frame = env.render()
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as err:
+        raise RuntimeError(f"rendering needs a package that is missing ({err}); "
+                           f"pip install 'modelrl[video]' installs pygame and imageio-ffmpeg") from err
+    except Exception as err:  # noqa: BLE001 (GL back ends raise many kinds; all mean the same here)
+        raise RuntimeError(
+            f"rendering failed ({type(err).__name__}: {err}). MuJoCo tasks need an offscreen GL back end: "
+            f"MUJOCO_GL=egl (libegl1) or MUJOCO_GL=osmesa (libosmesa6); `make video` installs them. "
+            f"MUJOCO_GL is {os.environ.get('MUJOCO_GL')!r} now.") from err
+    if frame is None:
+        raise RuntimeError("the environment returned no frame; it must support render_mode='rgb_array'")
+    return np.asarray(frame, dtype=np.uint8)
+
+
+def write_video(frames: list[np.ndarray], path_stem: Path, fps: int) -> list[Path]:
+    """Write ``frames`` as ``<stem>.mp4`` (when imageio-ffmpeg is installed) and ``<stem>.gif``."""
+    import imageio.v2 as imageio
+
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        import warnings
+
+        warnings.warn("imageio-ffmpeg is not installed: writing the GIF only "
+                      "(pip install 'modelrl[video]' for MP4)", stacklevel=2)
+    else:
+        mp4 = path_stem.with_suffix(".mp4")
+        # even sizes for H.264; macro_block_size=1 keeps the frame as it is when it already is
+        frames_even = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
+        imageio.mimwrite(mp4, frames_even, fps=fps, codec="libx264", quality=7, macro_block_size=1,
+                         ffmpeg_log_level="error")
+        written.append(mp4)
+    gif = path_stem.with_suffix(".gif")
+    step = max(1, int(np.ceil(fps / GIF_MAX_FPS)))
+    small = [_shrink(f, GIF_MAX_WIDTH) for f in frames[::step]]
+    imageio.mimwrite(gif, small, duration=1000.0 * step / fps, loop=0)
+    written.append(gif)
+    return written
+
+
+def _shrink(frame: np.ndarray, max_width: int) -> np.ndarray:
+    """Downsample by an integer factor (nearest pixel) so the width is at most ``max_width``."""
+    factor = int(np.ceil(frame.shape[1] / max_width))
+    return frame[::factor, ::factor] if factor > 1 else frame
+
+
+def _check_train_run(run_dir: Path) -> None:
+    import yaml
+
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if "train" not in saved:
+        raise ValueError(f"{run_dir} is not a training run (no train: section in config.yaml; "
+                         f"`modelrl plan` runs have no agent to evaluate)")
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    video: bool = False,
+    video_episodes: int = 1,
+    max_steps: int | None = None,
+    fps: int | None = None,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Evaluate a run's agent; writes ``eval.json`` (and videos) into the run directory and returns the result."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if video and video_episodes < 1:
+        raise ValueError(f"video_episodes must be >= 1, got {video_episodes}")
+    run_dir = Path(run_dir)
+    _check_train_run(run_dir)
+    if video:
+        configure_offscreen_gl()
+    import torch
+
+    from modelrl.envs import make_env
+    from modelrl.runner.diagnose import load_agent
+
+    if threads is not None:
+        torch.set_num_threads(threads)  # as in training: small batched planning ops run fastest on one thread
+    agent, saved = load_agent(run_dir)
+    train = saved["train"]
+    repeat = int(train.get("action_repeat", 1))
+    env = make_env(train["env"], seed=seed, action_repeat=repeat, render_mode="rgb_array" if video else None)
+    fps = fps or max(1, round((env.metadata.get("render_fps") or 30) / repeat))  # one frame per agent step: real time
+    returns, lengths, videos = [], [], []
+    t0 = time.perf_counter()
+    try:
+        for i in range(episodes):
+            agent.reset()
+            render = video and i < video_episodes
+            total, steps, frames = run_episode(env, lambda o: agent.act(o, eval=True), seed + i, render, max_steps)
+            returns.append(total)
+            lengths.append(steps)
+            if render:
+                stem = run_dir / "videos" / f"episode_{i}"
+                videos += [str(p) for p in write_video(frames, stem, fps)]
+                frame_png = stem.parent / f"episode_{i}_frame.png"
+                import imageio.v2 as imageio
+
+                imageio.imwrite(frame_png, frames[len(frames) // 2])
+                videos.append(str(frame_png))
+    finally:
+        env.close()  # frees the GL context now, not in a destructor at interpreter exit
+    result = {
+        "run": str(run_dir), "algo": train["algo"], "env": train["env"], "episodes": episodes, "seed": seed,
+        "reset_seeds": [seed + i for i in range(episodes)], "returns": returns, "lengths": lengths,
+        "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+        "seconds": round(time.perf_counter() - t0, 3), "videos": videos,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
