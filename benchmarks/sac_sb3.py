@@ -1,0 +1,207 @@
+"""Our SAC against Stable-Baselines3's SAC on Pendulum-v1: returns at fixed env-step budgets and speed.
+
+    python -m benchmarks.sac_sb3 [--seeds 0 1 2] [--steps 20000] [--eval-every 1000] [--episodes 10] [--resume]
+    python -m benchmarks.sac_sb3 --report      # table and plot from benchmarks/results/sac_sb3.json only
+
+Same machine, same run, one torch thread each, seeds interleaved (ours then SB3 on even seeds,
+SB3 first on odd ones). Both use their defaults, which agree (SAC paper Table 1; learning starts
+after 100 random steps; G = 1). Evaluation: ``episodes`` deterministic episodes from the same
+reset seeds for both, every ``eval_every`` steps; the training clock leaves evaluation out.
+Each finished run is appended to benchmarks/results/sac_sb3.json at once, so an interrupted
+benchmark keeps what it measured (and ``--resume`` skips runs already there).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
+
+ENV = "Pendulum-v1"
+
+
+def eval_seed(seed: int, i: int) -> int:
+    """The reset seed of evaluation episode i (the one ``modelrl.runner.train.evaluate`` uses)."""
+    return 10_000 + 1000 * seed + i
+
+
+def run_ours(algo: str, env_id: str, seed: int, steps: int, eval_every: int, episodes: int,
+             overrides: dict | None = None, preset: str | None = None) -> dict:
+    """Train through ``modelrl.runner.train``; returns the curve from metrics.csv."""
+    from modelrl.runner.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(algo, env_id, steps, seed=seed, preset=preset, eval_every=eval_every,
+                          eval_episodes=episodes, checkpoint_every=10 * steps)
+        t0 = time.perf_counter()
+        _, run = train(cfg, overrides=overrides or {}, out=Path(tmp) / "run", progress=False)
+        total = time.perf_counter() - t0
+        rows = list(csv.DictReader(open(run / "metrics.csv")))
+    curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
+             "return_std": [float(r["eval_return_std"]) for r in rows],
+             "train_s": [float(r["train_wall_s"]) for r in rows]}
+    for key in ("time_model_s", "time_rollout_s", "time_policy_s"):
+        if key in rows[-1] and rows[-1][key] != "":
+            curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
+    curve["total_s"] = total
+    return curve
+
+
+def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
+    """SB3 SAC with its defaults, trained in chunks of ``eval_every`` steps (the clock stops for evaluation)."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+
+    env = gym.make(ENV)
+    model = SB3SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    eval_env = gym.make(ENV)
+    curve = {"step": [], "return": [], "return_std": [], "train_s": []}
+    train_s, done = 0.0, 0
+    t_total = time.perf_counter()
+    while done < steps:
+        chunk = min(eval_every, steps - done)
+        t0 = time.perf_counter()
+        model.learn(chunk, reset_num_timesteps=done == 0)
+        train_s += time.perf_counter() - t0
+        done += chunk
+        returns = []
+        for i in range(episodes):
+            obs, _ = eval_env.reset(seed=eval_seed(seed, i))
+            total, over = 0.0, False
+            while not over:
+                action, _ = model.predict(obs, deterministic=True)
+                obs, r, term, trunc, _ = eval_env.step(action)
+                total, over = total + float(r), term or trunc
+            returns.append(total)
+        curve["step"].append(done)
+        curve["return"].append(float(np.mean(returns)))
+        curve["return_std"].append(float(np.std(returns)))
+        curve["train_s"].append(round(train_s, 3))
+    curve["total_s"] = time.perf_counter() - t_total
+    return curve
+
+
+def at(curve: dict, step: int) -> float | None:
+    """The evaluation return at ``step`` (the first evaluation at or after it)."""
+    for s, r in zip(curve["step"], curve["return"]):
+        if s >= step:
+            return r
+    return None
+
+
+def fmt(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    return f"{np.mean(vals):.0f} ± {np.std(vals):.0f}" if len(vals) > 1 else f"{vals[0]:.0f}"
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def report(data: dict) -> str:
+    """The docs section: returns at the budgets and seconds per 1,000 steps, per library."""
+    runs = data["runs"]
+    budgets = [2000, 5000, 10_000, 20_000]
+    rows = []
+    for lib in ("modelrl", "sb3"):
+        mine = [r for r in runs if r["lib"] == lib]
+        if not mine:
+            continue
+        speed = [r["curve"]["train_s"][-1] / r["curve"]["step"][-1] * 1000 for r in mine]
+        rows.append([lib, len(mine)] + [fmt([at(r["curve"], b) for r in mine]) for b in budgets]
+                    + [f"{np.mean(speed):.1f}"])
+    m = data["machine"]
+    ratio = ""
+    ours = [r for r in runs if r["lib"] == "modelrl"]
+    sb3 = [r for r in runs if r["lib"] == "sb3"]
+    if ours and sb3:
+        s_ours = np.mean([r["curve"]["train_s"][-1] / r["curve"]["step"][-1] for r in ours])
+        s_sb3 = np.mean([r["curve"]["train_s"][-1] / r["curve"]["step"][-1] for r in sb3])
+        ratio = f"\n\nTraining time per environment step, ours / SB3: **{s_ours / s_sb3:.2f}**."
+    return (f"### SAC: ours against Stable-Baselines3\n\n`python -m benchmarks.sac_sb3` on {m['cpu']}, {m['date']}, "
+            f"torch {m['torch']}, 1 thread (machine shared with other jobs, so absolute seconds vary; the two "
+            f"libraries ran interleaved). Pendulum-v1, G = 1, defaults of both (SAC paper Table 1), "
+            f"{data['episodes']} deterministic evaluation episodes at each budget, mean ± std over seeds.\n\n"
+            + md_table(["library", "seeds"] + [f"return @ {b // 1000}k" for b in budgets] + ["s / 1000 steps"], rows)
+            + ratio + "\n\n![SAC against SB3](figures/sac_sb3.png)")
+
+
+def plot(data: dict) -> None:
+    """docs/figures/sac_sb3.png: return against env steps and against training seconds, both libraries."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.common import ROOT
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for lib in ("modelrl", "sb3"):
+        runs = [r for r in data["runs"] if r["lib"] == lib]
+        if not runs:
+            continue
+        n = min(len(r["curve"]["step"]) for r in runs)
+        steps = np.array(runs[0]["curve"]["step"][:n])
+        ret = np.array([r["curve"]["return"][:n] for r in runs])
+        secs = np.array([r["curve"]["train_s"][:n] for r in runs]).mean(0)
+        label = f"{lib} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        for ax, x in ((axes[0], steps), (axes[1], secs)):
+            line, = ax.plot(x, ret.mean(0), label=label)
+            if len(runs) > 1:
+                ax.fill_between(x, ret.min(0), ret.max(0), color=line.get_color(), alpha=0.2)
+    axes[0].set_xlabel("environment steps")
+    axes[1].set_xlabel("training wall-clock (s, 1 thread, shared machine)")
+    for ax in axes:
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("SAC on Pendulum-v1, G = 1: modelrl against Stable-Baselines3")
+    fig.tight_layout()
+    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+    fig.savefig(ROOT / "docs" / "figures" / "sac_sb3.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--resume", action="store_true", help="keep runs already in the results file")
+    p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the results file")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    data = load("sac_sb3") if (args.resume or args.report) else {}
+    if not args.report:
+        data.update({"machine": machine(), "env": ENV, "steps": args.steps, "episodes": args.episodes})
+    data.setdefault("runs", [])
+    for seed in [] if args.report else args.seeds:
+        order = ("modelrl", "sb3") if seed % 2 == 0 else ("sb3", "modelrl")
+        for lib in order:
+            if any(r["lib"] == lib and r["seed"] == seed for r in data["runs"]):
+                continue
+            if lib == "modelrl":
+                curve = run_ours("sac", ENV, seed, args.steps, args.eval_every, args.episodes)
+            else:
+                curve = run_sb3(seed, args.steps, args.eval_every, args.episodes)
+            data["runs"].append({"lib": lib, "seed": seed, "curve": curve})
+            save_results("sac_sb3", data)
+            print(f"{lib} seed {seed}: " + ", ".join(f"{s}: {r:.0f}" for s, r in zip(curve["step"], curve["return"]))
+                  + f" | {curve['train_s'][-1]:.0f} s training", flush=True)
+    plot(data)
+    write_docs_section("sac_sb3", report(data))
+
+
+if __name__ == "__main__":
+    main()
