@@ -1,0 +1,225 @@
+"""TOLD, the task-oriented latent dynamics model of TD-MPC (Hansen, Wang, Su 2022, Sec. 3.1).
+
+Five parts, as in the official code (``nicklashansen/tdmpc`` src/algorithm/tdmpc.py, helper.py):
+  z = h(s)                      encoder:  Linear(S, enc) ELU Linear(enc, L)
+  z', r = d(z, a), R(z, a)      dynamics and reward: Linear(L+A, m) ELU Linear(m, m) ELU Linear(m, out)
+  a = pi(z)                     policy:   same MLP shape, tanh output
+  Q_1..Q_K(z, a)                values:   Linear(L+A, m) LayerNorm Tanh Linear(m, m) ELU Linear(m, 1)
+Orthogonal weights, zero biases, and zero last layers for R and Q (official ``TOLD.__init__``).
+
+For speed on a CPU the networks that read the same input run fused: d and R share one matmul
+for their first layer and one batched matmul (``bmm``) for their second, and the K Q-functions
+run as one K-headed network (weights ``[K, in, out]``). That is the same computation as separate
+``nn.Sequential``s, in fewer and larger kernels.
+
+TD-MPC2 options (Hansen, Su, Wang 2024), off by default: ``simnorm`` (the latent is split into
+groups of ``simnorm_dim`` and each group is a softmax) and ``layernorm_mish`` (every hidden layer
+is Linear, LayerNorm, Mish). ``num_q`` > 2 gives an ensemble whose targets use the minimum of two
+heads drawn at random (TD-MPC2 Sec. 3.3).
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _orthogonal_(weight: Tensor, generator: torch.Generator | None = None) -> None:
+    """Orthogonal init of a weight stored ``[in, out]`` or ``[K, in, out]`` (one matrix per head)."""
+    mats = weight.unsqueeze(0) if weight.ndim == 2 else weight
+    for w in mats:
+        flat = torch.randn(w.shape, generator=generator)
+        rows, cols = flat.shape
+        q, r = torch.linalg.qr(flat if rows >= cols else flat.T)
+        q = q * torch.sign(torch.diagonal(r))  # uniform over orthogonal matrices (as nn.init.orthogonal_)
+        w.copy_(q if rows >= cols else q.T)
+
+
+class HeadsMLP(nn.Module):
+    """K MLPs with two hidden layers that read one input ``x[B, in]`` and run as one network.
+
+    Each layer is one batched matmul (``bmm``, weights ``[K, in, out]``) over the heads; the last
+    layer is one matmul per head when the heads differ in width. ``first`` is the first hidden layer's
+    activation: "elu" (TD-MPC d, R, pi), "ln_tanh" (TD-MPC Q) or "ln_mish" (TD-MPC2, every layer).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dims: list[int], first: str = "elu", second: str = "elu") -> None:
+        super().__init__()
+        k = len(out_dims)
+        self.k, self.hidden, self.out_dims, self.first, self.second = k, hidden, list(out_dims), first, second
+        self.w1 = nn.Parameter(torch.empty(k, in_dim, hidden))
+        self.b1 = nn.Parameter(torch.zeros(k, 1, hidden))
+        self.w2 = nn.Parameter(torch.empty(k, hidden, hidden))
+        self.b2 = nn.Parameter(torch.zeros(k, 1, hidden))
+        self.w3 = nn.Parameter(torch.empty(k, hidden, max(out_dims)))
+        self.b3 = nn.Parameter(torch.zeros(k, 1, max(out_dims)))
+        for name, act in (("ln1", first), ("ln2", second)):  # LayerNorm affine per head
+            if act.startswith("ln_"):
+                self.register_parameter(f"{name}_w", nn.Parameter(torch.ones(k, 1, hidden)))
+                self.register_parameter(f"{name}_b", nn.Parameter(torch.zeros(k, 1, hidden)))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None, zero_last: bool = False) -> None:
+        _orthogonal_(self.w1, generator)
+        _orthogonal_(self.w2, generator)
+        for i, out in enumerate(self.out_dims):  # padded columns stay zero
+            self.w3[i].zero_()
+            if not zero_last:
+                _orthogonal_(self.w3[i, :, :out], generator)
+        for b in (self.b1, self.b2, self.b3):
+            b.zero_()
+
+    def _act(self, h: Tensor, kind: str, layer: int) -> Tensor:
+        if kind == "elu":
+            return F.elu(h)
+        h = F.layer_norm(h, (self.hidden,)) * getattr(self, f"ln{layer}_w") + getattr(self, f"ln{layer}_b")
+        return torch.tanh(h) if kind == "ln_tanh" else F.mish(h)
+
+    def hidden_features(self, x: Tensor) -> Tensor:
+        """``x[B, in]`` -> the second hidden layer of every head, ``[K, B, m]``."""
+        h = self._act(torch.baddbmm(self.b1, x.expand(self.k, -1, -1), self.w1), self.first, 1)  # [K, B, m]
+        return self._act(torch.baddbmm(self.b2, h, self.w2), self.second, 2)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        """``x[B, in]`` -> ``[K, B, out]`` when all heads are ``out`` wide, else a list of ``[B, out_i]``."""
+        h = self.hidden_features(x)
+        if len(set(self.out_dims)) == 1:
+            return torch.baddbmm(self.b3, h, self.w3)
+        return [torch.addmm(self.b3[i, 0, :o], h[i], self.w3[i, :, :o]) for i, o in enumerate(self.out_dims)]
+
+
+class MLP(nn.Module):
+    """An MLP with two hidden layers (one with ``two_hidden=False``: the encoder), ELU or LayerNorm+Mish."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, two_hidden: bool = True, norm: bool = False) -> None:
+        super().__init__()
+        dims = [in_dim, hidden] + ([hidden] if two_hidden else []) + [out_dim]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims[1:-1]) if norm else None
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        for lin in self.linears:
+            w = torch.empty(lin.in_features, lin.out_features)
+            _orthogonal_(w, generator)
+            lin.weight.copy_(w.T)
+            lin.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.linears) - 1
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            if i < last:
+                x = F.mish(self.norms[i](x)) if self.norms is not None else F.elu(x)
+        return x
+
+
+def simnorm(z: Tensor, group: int) -> Tensor:
+    """TD-MPC2's simplicial normalisation: softmax over each group of ``group`` latent entries."""
+    shape = z.shape
+    return torch.softmax(z.view(*shape[:-1], -1, group), dim=-1).view(shape)
+
+
+class TOLD(nn.Module):
+    """Encoder h, latent dynamics d, reward R, policy pi and K Q-functions (see the module docstring).
+
+    Implements the ``Dynamics`` protocol on latent states (``step(z, a) -> (z', r)``), so any
+    planner in ``modelrl.planners`` can plan through it.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        *,
+        latent_dim: int = 50,  # official default.yaml: latent_dim 50
+        enc_dim: int = 256,  # official default.yaml: enc_dim 256
+        mlp_dim: int = 512,  # official default.yaml: mlp_dim 512
+        num_q: int = 2,  # TD-MPC: twin Q (Q1, Q2); TD-MPC2: 5
+        simnorm_latent: bool = False,  # TD-MPC2 option
+        simnorm_dim: int = 8,  # TD-MPC2 default.yaml: simnorm_dim 8
+        layernorm_mish: bool = False,  # TD-MPC2 option: Linear, LayerNorm, Mish in every hidden layer
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_q < 2:
+            raise ValueError(f"num_q must be >= 2 (the targets take a minimum over two heads), got {num_q}")
+        if simnorm_latent and latent_dim % simnorm_dim:
+            raise ValueError(f"latent_dim ({latent_dim}) must be a multiple of simnorm_dim ({simnorm_dim})")
+        self.obs_dim, self.action_dim, self.latent_dim = int(obs_dim), int(action_dim), int(latent_dim)
+        self.num_q, self.simnorm_latent, self.simnorm_dim = int(num_q), bool(simnorm_latent), int(simnorm_dim)
+        act = "ln_mish" if layernorm_mish else "elu"
+        za = latent_dim + action_dim
+        self.encoder = MLP(obs_dim, enc_dim, latent_dim, two_hidden=False, norm=layernorm_mish)
+        self.dyn_rew = HeadsMLP(za, mlp_dim, [latent_dim, 1], first=act, second=act)  # heads: d, R
+        self.policy = MLP(latent_dim, mlp_dim, action_dim, norm=layernorm_mish)
+        self.q = HeadsMLP(za, mlp_dim, [1] * num_q, first="ln_mish" if layernorm_mish else "ln_tanh", second=act)
+        gen = torch.Generator()
+        if seed is not None:
+            gen.manual_seed(int(seed))
+        else:
+            gen.seed()
+        self.encoder.reset_parameters(gen)
+        self.dyn_rew.reset_parameters(gen)
+        with torch.no_grad():  # R's last layer starts at zero (official TOLD.__init__)
+            self.dyn_rew.w3[1].zero_()
+        self.policy.reset_parameters(gen)
+        self.q.reset_parameters(gen, zero_last=True)
+
+    @property
+    def state_dim(self) -> int:
+        return self.latent_dim
+
+    def _latent(self, z: Tensor) -> Tensor:
+        return simnorm(z, self.simnorm_dim) if self.simnorm_latent else z
+
+    def h(self, obs: Tensor) -> Tensor:
+        """Representation z = h(s), for ``obs[..., S]``."""
+        return self._latent(self.encoder(obs))
+
+    def next(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent dynamics and reward: ``(d(z, a)[B, L], R(z, a)[B])``."""
+        z_next, r = self.dyn_rew(torch.cat([z, a], dim=-1))
+        return self._latent(z_next), r[:, 0]
+
+    def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``Dynamics`` protocol on latent states: ``next``."""
+        return self.next(state, action)
+
+    def pi(self, z: Tensor, std: float = 0.0, generator: torch.Generator | None = None, clip: float = 0.3) -> Tensor:
+        """Policy action tanh(pi(z)); with ``std`` > 0, plus noise N(0, std^2) clipped to +-``clip``,
+        then clamped inside (-1, 1) with a straight-through gradient (official ``TruncatedNormal``)."""
+        mu = torch.tanh(self.policy(z))
+        if std <= 0:
+            return mu
+        eps = (torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) * std).clamp(-clip, clip)
+        x = mu + eps
+        return x - x.detach() + x.detach().clamp(-1 + 1e-6, 1 - 1e-6)
+
+    def Q(self, z: Tensor, a: Tensor) -> Tensor:
+        """All K values ``[K, B]``."""
+        return self.q(torch.cat([z, a], dim=-1))[..., 0]
+
+    def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """min of two Q heads ``[B]``: Q1 and Q2 (TD-MPC), or two drawn at random when K > 2 (TD-MPC2)."""
+        qs = self.Q(z, a)
+        if self.num_q > 2:
+            pick = torch.randperm(self.num_q, generator=generator)[:2]
+            qs = qs.index_select(0, pick.to(qs.device))
+        return torch.minimum(qs[0], qs[1])
+
+    def q_parameters(self) -> list[nn.Parameter]:
+        return list(self.q.parameters())
+
+    def flops_per_step(self) -> dict[str, int]:
+        """Multiply-adds x 2 per row of one ``next`` call and one ``Q`` + ``pi`` evaluation (dense layers only)."""
+        def heads(m: HeadsMLP) -> int:
+            return 2 * (m.w1.numel() + m.w2.numel() + sum(m.hidden * o for o in m.out_dims))  # no padding
+
+        pi = 2 * sum(lin.weight.numel() for lin in self.policy.linears)
+        return {"next": heads(self.dyn_rew), "q": heads(self.q), "pi": pi}
+
+
+__all__ = ["MLP", "TOLD", "HeadsMLP", "simnorm"]
