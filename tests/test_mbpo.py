@@ -1,6 +1,5 @@
 """MBPO: per-task settings, the rollout schedule, batched branched rollouts, D_model, mixed batches,
 exact resume, bad input and the command line. Learning curves are in benchmarks/utd.py."""
-import csv
 
 import numpy as np
 import pytest
@@ -11,7 +10,8 @@ from modelrl.agents.mbpo import MBPOConfig, ModelPool, branched_rollouts, resolv
 from modelrl.cli import main
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env, true_dynamics
-from modelrl.runner.train import TrainConfig, train
+from modelrl.runner.train import TrainConfig
+from conftest import metrics_rows as rows
 
 torch.set_num_threads(1)
 
@@ -142,31 +142,11 @@ TINY = {"hidden_size": 32, "batch_size": 32, "utd": 2, "explore_steps": 200, "mo
         "rollout_epochs": (0, 2)}
 
 
-def rows(run_dir):
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-class Crash(Exception):
-    pass
-
-
-def test_resume_after_crash_gives_the_same_metrics(tmp_path):
+def test_resume_after_crash_gives_the_same_metrics(crash_and_resume):
     cfg = TrainConfig("mbpo", "Pendulum-v1", 400, seed=3, eval_every=200, eval_episodes=1)
-    _, full = train(cfg, overrides=TINY, out=tmp_path / "full", progress=False)
-
-    def crash(step):
-        if step == 330:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, overrides=TINY, out=tmp_path / "crashed", progress=False, on_step=crash)
-    train(cfg, resume=tmp_path / "crashed", progress=False)
-    a, b = rows(full), rows(tmp_path / "crashed")
+    _, a, _, b = crash_and_resume(cfg, TINY, crash_at=330)
     assert [r["env_step"] for r in a] == ["200", "400"]
-    timing = {k for k in a[0] if k.endswith("wall_s") or k.startswith("time_")}
-    assert [{k: v for k, v in r.items() if k not in timing} for r in a] == \
-           [{k: v for k, v in r.items() if k not in timing} for r in b]
+    assert a == b
     assert float(a[-1]["rollout_length"]) == 3.0  # epoch 2: k grew from 1 to 3
     assert float(a[-1]["model_pool"]) > 0
 

@@ -1,5 +1,4 @@
 """TD-MPC: TOLD parts, sub-trajectory sampling, losses and updates, latent planning, learning, resume, CLI."""
-import csv
 
 import numpy as np
 import pytest
@@ -13,15 +12,11 @@ from modelrl.data.subtraj import SubTrajectorySampler, SumTree
 from modelrl.envs import make_env
 from modelrl.models.told import TOLD, HeadsMLP
 from modelrl.runner.train import TrainConfig, train
+from conftest import metrics_rows as rows
 
 # A deliberately tiny TD-MPC: mechanics under test, not learning.
 TINY = {"mlp_dim": 32, "enc_dim": 16, "latent_dim": 8, "num_samples": 16, "num_elites": 4, "iterations": 2,
         "batch_size": 16, "horizon": 3, "explore_steps": 50, "mixture_coef": 0.25}
-
-
-def rows(run_dir):
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def random_buffer(env, steps, capacity=10_000, seed=0):
@@ -196,30 +191,11 @@ def test_small_tdmpc_learns_pendulum_swing_up_in_1600_steps(tmp_path):
     assert float(rows(run)[-1]["eval_return"]) >= -200.0
 
 
-class Crash(Exception):
-    pass
-
-
-def test_resume_after_crash_gives_the_same_curve(tmp_path):
-    def cfg():
-        return TrainConfig("tdmpc", "Pendulum-v1", 300, seed=1, eval_every=100, eval_episodes=1,
-                           buffer_capacity=1000)
-
-    over = {**TINY, "explore_steps": 60}
-    _, full = train(cfg(), overrides=over, out=tmp_path / "full", progress=False)
-
-    def crash(step):
-        if step == 250:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg(), overrides=over, out=tmp_path / "crashed", progress=False, on_step=crash)
-    train(cfg(), resume=tmp_path / "crashed", progress=False)
-    a, b = rows(full), rows(tmp_path / "crashed")
+def test_resume_after_crash_gives_the_same_curve(crash_and_resume):
+    cfg = TrainConfig("tdmpc", "Pendulum-v1", 300, seed=1, eval_every=100, eval_episodes=1, buffer_capacity=1000)
+    full, a, _, b = crash_and_resume(cfg, {**TINY, "explore_steps": 60}, crash_at=250)
     assert [r["env_step"] for r in a] == ["200", "300"]  # Pendulum episodes are 200 steps
-    timing = {k for k in a[0] if k.endswith("wall_s")}
-    assert [{k: v for k, v in r.items() if k not in timing} for r in a] == \
-           [{k: v for k, v in r.items() if k not in timing} for r in b]
+    assert a == b
     assert "value_loss" in a[-1]
     ckpt = torch.load(full / "checkpoints" / "latest.pt", weights_only=False)
     assert {"optim", "pi_optim", "sampler", "target"} <= set(ckpt["agent"]) and ckpt["buffer"]["size"] == 300

@@ -1,11 +1,11 @@
 """The training loop: run directory, exact resume after a crash, clear errors on bad data."""
-import csv
 
 import numpy as np
 import pytest
 
 from modelrl.cli import main
 from modelrl.runner.train import TrainConfig, TrainingError, train
+from conftest import metrics_rows as rows
 
 # A deliberately tiny MPC agent: the loop is under test here, not the learning.
 TINY = {"model": "mlp", "hidden_size": 16, "num_layers": 2, "model_epochs": 2, "planner": "mppi", "horizon": 4,
@@ -16,32 +16,11 @@ def tiny_config(steps=600):
     return TrainConfig("mpc", "Pendulum-v1", steps, seed=3, eval_every=200, eval_episodes=1)
 
 
-def rows(run_dir):
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-class Crash(Exception):
-    pass
-
-
-def test_resume_after_crash_gives_the_same_metrics(tmp_path):
-    _, full = train(tiny_config(), overrides=TINY, out=tmp_path / "full", progress=False)
-
-    def crash(step):
-        if step == 450:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(tiny_config(), overrides=TINY, out=tmp_path / "crashed", progress=False, on_step=crash)
-    assert [r["env_step"] for r in rows(tmp_path / "crashed")] == ["200", "400"]
-    train(tiny_config(), resume=tmp_path / "crashed", progress=False)
-
-    a, b = rows(full), rows(tmp_path / "crashed")
+def test_resume_after_crash_gives_the_same_metrics(crash_and_resume):
+    full, a, before, b = crash_and_resume(tiny_config(), TINY, crash_at=450)
+    assert before == ["200", "400"]
     assert [r["env_step"] for r in a] == ["200", "400", "600"]
-    drop = {"wall_s", "train_wall_s"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in b]
+    assert a == b
     assert {"eval_return", "eval_return_std", "model_holdout_mse"} <= set(a[0])
     assert (full / "config.yaml").exists() and (full / "checkpoints" / "latest.pt").exists()
     assert any((full / "tb").iterdir())
