@@ -108,7 +108,7 @@ def first_step_at(curve: dict, threshold: float) -> int | None:
 
 
 def summarise(name: str, part: Part, seeds: dict[str, dict]) -> list:
-    curves = list(seeds.values())
+    curves = [seeds[k] for k in sorted(seeds, key=int)]
     final = [c["eval_return"][-1] for c in curves]
     best = [max(c["eval_return"]) for c in curves]
     reached = [first_step_at(c, part.threshold) for c in curves]
