@@ -233,11 +233,21 @@ def train_command(argv: list[str]) -> int:
     cfg = TrainConfig(**values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
     try:
-        progress = not args.no_progress and overrides.get("expert") != "human"  # the bar would hide the prompt
+        expert = overrides.get("expert")
+        if args.resume is not None and (Path(args.resume) / "config.yaml").exists():
+            expert = (yaml.safe_load((Path(args.resume) / "config.yaml").read_text()).get("agent") or {}).get("expert")
+        progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
         _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress)
     except (ValueError, TrainingError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
+    except RuntimeError as err:  # a person stopped labelling (LabellingStopped): the run is resumable
+        from modelrl.agents.experts import LabellingStopped
+
+        if not isinstance(err, LabellingStopped):
+            raise
+        console.print(f"[yellow]stopped:[/yellow] {err}")
+        return 1
     console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/, "
                   f"plots/learning_curve.png)")
     return 0

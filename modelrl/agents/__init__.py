@@ -12,6 +12,8 @@ from modelrl.agents.base import Agent, AgentConfig, build_config
 # name -> (module, config class, agent class); imported on first use so `import modelrl` stays light
 AGENTS: dict[str, tuple[str, str, str]] = {
     "mpc": ("modelrl.agents.mpc", "MPCConfig", "MPCAgent"),
+    "bc": ("modelrl.agents.imitation", "BCConfig", "BCAgent"),
+    "dagger": ("modelrl.agents.imitation", "DAggerConfig", "DAggerAgent"),
     "tdmpc": ("modelrl.agents.tdmpc", "TDMPCConfig", "TDMPCAgent"),
     "sac": ("modelrl.agents.sac", "SACConfig", "SACAgent"),
     "mbpo": ("modelrl.agents.mbpo", "MBPOConfig", "MBPOAgent"),

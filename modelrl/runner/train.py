@@ -21,6 +21,7 @@ from modelrl.envs import make_env
 from modelrl.envs.make import NonFiniteObservationError
 from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
                                        set_env_rng_state, set_global_rng_state)
+from modelrl.runner.experts import attach_run_resources
 from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
 
 
@@ -104,6 +105,7 @@ def train(
     if run_dir is None:
         run_dir = create_run_dir(out or default_run_dir(cfg.algo, cfg.env, cfg.seed))
         save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent_config)})
+    attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
     step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
     eval_s = 0.0  # wall-clock spent evaluating, so train_wall_s can leave it out
     obs, _ = env.reset()
