@@ -52,3 +52,19 @@ def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha: float = 0.2) -> None:
+    """One curve per panel (env steps, training seconds): the mean over ``runs`` (each with
+    ``curve`` = {step, return, train_s}) and, with several seeds, their min-max band."""
+    import numpy as np
+
+    n = min(len(r["curve"]["step"]) for r in runs)
+    steps = np.array(runs[0]["curve"]["step"][:n])
+    ret = np.array([r["curve"]["return"][:n] for r in runs])
+    secs = np.array([r["curve"]["train_s"][:n] for r in runs]).mean(0)
+    label = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+    for ax, x in ((axes[0], steps), (axes[1], secs)):
+        line, = ax.plot(x, ret.mean(0), style, label=label)
+        if len(runs) > 1:
+            ax.fill_between(x, ret.min(0), ret.max(0), color=line.get_color(), alpha=alpha)

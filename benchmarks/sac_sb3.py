@@ -143,22 +143,14 @@ def plot(data: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.common import ROOT
+    from benchmarks.common import ROOT, plot_seed_group
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for lib in ("modelrl", "sb3"):
         runs = [r for r in data["runs"] if r["lib"] == lib]
         if not runs:
             continue
-        n = min(len(r["curve"]["step"]) for r in runs)
-        steps = np.array(runs[0]["curve"]["step"][:n])
-        ret = np.array([r["curve"]["return"][:n] for r in runs])
-        secs = np.array([r["curve"]["train_s"][:n] for r in runs]).mean(0)
-        label = f"{lib} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-        for ax, x in ((axes[0], steps), (axes[1], secs)):
-            line, = ax.plot(x, ret.mean(0), label=label)
-            if len(runs) > 1:
-                ax.fill_between(x, ret.min(0), ret.max(0), color=line.get_color(), alpha=0.2)
+        plot_seed_group(axes, runs, lib)
     axes[0].set_xlabel("environment steps")
     axes[1].set_xlabel("training wall-clock (s, 1 thread, shared machine)")
     for ax in axes:

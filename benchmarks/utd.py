@@ -15,12 +15,11 @@ to reach SAC (G = 1)'s return at 10,000 steps, and a plot (docs/figures/utd_<env
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, machine, md_table, save_results, write_docs_section
+from benchmarks.common import ROOT, machine, md_table, plot_seed_group, save_results, write_docs_section
 from benchmarks.sac_sb3 import at, fmt, load, run_ours
 
 # Steps per run where --steps is not given: SAC long enough to have its 10k-step return, MBPO a third.
@@ -97,15 +96,7 @@ def plot(data: dict) -> None:
         for algo, style in (("sac", "--"), ("mbpo", "-")):
             for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
                 group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
-                n = min(len(r["curve"]["step"]) for r in group)
-                steps = np.array(group[0]["curve"]["step"][:n])
-                ret = np.array([r["curve"]["return"][:n] for r in group])
-                secs = np.array([r["curve"]["train_s"][:n] for r in group]).mean(0)
-                label = f"{algo.upper()} G={utd} ({len(group)} seed{'s' if len(group) > 1 else ''})"
-                for ax, x in ((axes[0], steps), (axes[1], secs)):
-                    line, = ax.plot(x, ret.mean(0), style, label=label)
-                    if len(group) > 1:
-                        ax.fill_between(x, ret.min(0), ret.max(0), color=line.get_color(), alpha=0.15)
+                plot_seed_group(axes, group, f"{algo.upper()} G={utd}", style, alpha=0.15)
         axes[0].set_xlabel("environment steps")
         axes[1].set_xlabel("training wall-clock (s, 1 thread)")
         axes[1].set_xscale("log")
