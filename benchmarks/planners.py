@@ -37,25 +37,42 @@ def episode(act, reset, env, seed: int) -> tuple[float, float, int]:
     return total, spent, steps
 
 
+def pendulum_next_state(s, u):
+    """Pendulum-v1's transition alone (no reward): what a pytorch-mppi user passes as ``dynamics``.
+
+    The same maths as ``PendulumDynamics.step`` (u in [-1, 1], torque 2u), without the cost terms,
+    which pytorch-mppi computes in its separate ``running_cost``.
+    """
+    dyn = PendulumDynamics
+    cos_th, sin_th, thdot = s.unbind(-1)
+    a = u[:, 0].clamp(-1.0, 1.0)
+    new_thdot = torch.add(torch.add(thdot, sin_th, alpha=3.0 * 10.0 / 2.0 * dyn.dt), a, alpha=3.0 * 2.0 * dyn.dt)
+    new_thdot = new_thdot.clamp(-dyn.max_speed, dyn.max_speed)
+    new_th = torch.add(torch.atan2(sin_th, cos_th), new_thdot, alpha=dyn.dt)
+    return torch.stack([torch.cos(new_th), torch.sin(new_th), new_thdot], dim=0).T
+
+
 def pytorch_mppi_controller(compiled: bool):
-    """pytorch-mppi's MPPI on the same model: our dynamics for the state, the same cost on the state."""
+    """pytorch-mppi's MPPI on the same pendulum: the transition as ``dynamics``, Pendulum-v1's cost as
+    ``running_cost`` (pytorch-mppi scores the state after each step, so the cost is of the next state:
+    the same ranking up to the first state's cost, which is common to all samples)."""
     from pytorch_mppi import MPPI as PMPPI
 
-    dyn = PendulumDynamics()
-
-    def dynamics(s, u):
-        return dyn.step(s, u)[0]
-
-    def running_cost(s, u):  # Pendulum-v1's cost, on the state pytorch-mppi passes (after the step)
+    def running_cost(s, u):
         th = torch.atan2(s[:, 1], s[:, 0])
         return th**2 + 0.1 * s[:, 2] ** 2 + 0.001 * (2 * u[:, 0].clamp(-1, 1)) ** 2
 
-    ctrl = PMPPI(dynamics, running_cost, nx=3, noise_sigma=torch.tensor([[SIGMA**2]]), num_samples=SAMPLES,
-                 horizon=HORIZON, lambda_=LAMBDA, u_min=torch.tensor([-1.0]), u_max=torch.tensor([1.0]),
-                 device="cpu")
+    ctrl = PMPPI(pendulum_next_state, running_cost, nx=3, noise_sigma=torch.tensor([[SIGMA**2]]),
+                 num_samples=SAMPLES, horizon=HORIZON, lambda_=LAMBDA, u_min=torch.tensor([-1.0]),
+                 u_max=torch.tensor([1.0]), device="cpu")
     if compiled:
         ctrl.compile(dynamic=False)
-    return (lambda obs: ctrl.command(torch.as_tensor(obs)).numpy()), ctrl.reset
+
+    def act(obs):
+        with torch.inference_mode():  # as ours plans: no autograd bookkeeping on either side
+            return ctrl.command(torch.as_tensor(obs)).numpy()
+
+    return act, ctrl.reset
 
 
 def versus_pytorch_mppi(episodes: int, modes: tuple[str, ...]) -> dict:
@@ -84,7 +101,12 @@ def versus_pytorch_mppi(episodes: int, modes: tuple[str, ...]) -> dict:
         r["std_return"] = float(np.std(r["returns"]))
         r["ms_per_action"] = 1000.0 * r.pop("seconds") / r.pop("steps")
     ratios = {m: res[f"ours/{m}"]["ms_per_action"] / res[f"pytorch_mppi/{m}"]["ms_per_action"] for m in modes}
-    return {"runs": res, "time_ratio": ratios}
+    paired = {}  # ours - theirs, episode by episode (same reset seed): mean and standard error
+    for name in res:
+        if name.startswith("ours"):
+            d = np.subtract(res[name]["returns"], res["pytorch_mppi/" + name.split("/")[1]]["returns"])
+            paired[name] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0}
+    return {"runs": res, "time_ratio": ratios, "paired_return_difference": paired}
 
 
 def closed_loop(env_id: str, names: tuple[str, ...], episodes: int) -> dict:
@@ -152,6 +174,8 @@ def main() -> None:
         print(f"  {k:22s} mean {v['mean_return']:8.1f}  {v['ms_per_action']:7.2f} ms/action")
     for m, r in vs["time_ratio"].items():
         print(f"  time ratio ours/pytorch_mppi ({m}): {r:.2f}")
+    for k, d in vs["paired_return_difference"].items():
+        print(f"  return {k} - pytorch_mppi: {d['mean']:+.2f} ± {d['se']:.2f} (s.e., paired by episode)")
     print("Our planners on Pendulum-v1:")
     five = closed_loop("Pendulum-v1", ("random_shooting", "cem", "icem", "mppi", "ilqr"), episodes)
     print("Cart-pole swing-up:")

@@ -116,6 +116,33 @@ def test_mppi_full_covariance_and_elites_and_std_update():
     assert plan[0, 0] < -0.3 and plan[0, 1] > 0.3
 
 
+def test_mppi_control_cost_pulls_the_mean_towards_zero():
+    """Williams et al. 2017's lambda u^T Sigma^-1 eps term: with no reward signal at all, it alone
+    weights the samples and favours perturbations against the current mean."""
+    class Flat:
+        def step(self, s, a):
+            return s, torch.zeros(a.shape[0])
+
+    means = {}
+    for cc in (False, True):
+        planner = MPPI(Flat(), UNIT, horizon=4, num_samples=2000, noise_sigma=0.1, temperature=0.05, seed=0,
+                       control_cost=cc)
+        planner._warm = torch.full((4, 1), 0.3)
+        means[cc] = planner.plan(np.zeros(1, dtype=np.float32)).mean().item()
+    assert means[False] == pytest.approx(0.3, abs=0.01)  # uniform weights: the mean stays
+    # the weights exp(-mean . eps / sigma^2) tilt each Gaussian eps_t by -mean_t, so the new mean is near 0
+    # (0.11 with 2000 samples: so steep a tilt leaves few effective samples)
+    assert abs(means[True]) < 0.15
+
+
+def test_sampling_plans_are_ordinary_tensors():
+    """Planning runs under inference mode; what it hands back must still work with autograd."""
+    for cls in SAMPLING:
+        plan = cls(PendulumDynamics(), UNIT, horizon=5, seed=0).plan(np.array([-1.0, 0.0, 0.0], dtype=np.float32))
+        assert not plan.is_inference()
+        (plan.clone().requires_grad_() * 2).sum().backward()
+
+
 def test_colored_noise_is_unit_variance_and_smoother_for_larger_beta():
     g = torch.Generator().manual_seed(0)
     for beta in (0.0, 1.0, 2.5):

@@ -55,21 +55,27 @@ def rollout_returns(
     rows = n * particles
     s = state.unsqueeze(0).expand(rows, -1)
     is_terminal = terminal_fn(dynamics)
-    total = torch.zeros(rows, dtype=actions.dtype, device=actions.device)
+    # Per-step work is the model's step and nothing else (eager torch pays ~3 us per op on 1000 rows,
+    # so the planner's own ops are kept out of the loop): the rewards are summed once at the end.
+    rewards = []
     alive = None
-    discount = 1.0
-    for t in range(horizon):
-        s, r = dynamics.step(s, steps[t])
+    for a_t in steps.unbind(0):
+        s, r = dynamics.step(s, a_t)
         if alive is not None:
             r = r * alive
-        total = total + r if discount == 1.0 else torch.add(total, r, alpha=discount)
+        rewards.append(r)
         if is_terminal is not None:
-            live = (~is_terminal(s)).to(total.dtype)
+            live = (~is_terminal(s)).to(r.dtype)
             alive = live if alive is None else alive * live
-        discount *= gamma
+    stacked = torch.stack(rewards, dim=0)  # [H, rows]
+    if gamma == 1.0:
+        total = stacked.sum(0)
+    else:
+        weights = gamma ** torch.arange(stacked.shape[0], dtype=stacked.dtype, device=stacked.device)
+        total = weights @ stacked
     if terminal_value is not None:
         v = terminal_value(s)
-        total = total + discount * (v if alive is None else v * alive)
+        total = total + gamma**horizon * (v if alive is None else v * alive)
     return total.view(n, particles).mean(1) if particles > 1 else total
 
 
@@ -79,6 +85,9 @@ class Planner(ABC):
     Subclasses implement ``_optimize(state, init) -> actions[H, A]``; this class validates the
     input, keeps the warm start (the previous plan shifted by one step) and the action bounds.
     """
+
+    inference_mode: bool = True
+    """Run ``_optimize`` under ``torch.inference_mode``; gradient-based planners (iLQR) set False."""
 
     def __init__(
         self,
@@ -122,7 +131,9 @@ class Planner(ABC):
         """Optimise an action sequence from ``state``; returns ``actions[H, A]`` within bounds."""
         s = self._check_state(state)
         init = self._warm if self._warm is not None else self.initial_plan()
-        with torch.no_grad():
+        # Sampling planners need no autograd at all: inference mode drops its per-op bookkeeping
+        # (measured ~15% of an eager MPPI rollout). The clamp below, outside it, returns a normal tensor.
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
             actions = self._optimize(s, init)
         actions = self.clamp(actions)
         self._last_plan = actions
@@ -171,6 +182,9 @@ class Planner(ABC):
         return self._rollout(self.dynamics, state, actions, self.gamma)
 
     def _check_state(self, state) -> Tensor:
+        if isinstance(state, np.ndarray) and state.ndim == 1 and np.isfinite(state).all() and (
+                self.state_dim is None or state.shape[0] == self.state_dim):
+            return torch.as_tensor(state, dtype=self.dtype, device=self.device)  # the common case, checked in numpy
         s = as_tensor(state, dtype=self.dtype, device=self.device)
         if s.ndim != 1:
             raise ValueError(

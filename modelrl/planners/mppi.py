@@ -17,6 +17,13 @@ class MPPI(Planner):
     so no exponential overflows. Options used by TD-MPC (Hansen et al. 2022, Sec. 3.2):
     ``num_elites`` (weight only the top-k), ``iterations``, ``update_std`` with a floor
     ``min_std``, ``momentum`` on the mean. With the defaults it is classic one-iteration MPPI.
+
+    ``control_cost=True`` adds the information-theoretic control cost of Williams et al. (2017,
+    "Information theoretic MPC for model-based reinforcement learning", Sec. III-C):
+    S_i += lambda * sum_t u_t^T Sigma^-1 eps_(i,t), with u the current mean and eps the sample's
+    perturbation after clamping (as pytorch-mppi computes it). It pulls the update towards
+    perturbations that shrink the mean's magnitude; off by default (the PETS / TD-MPC variants
+    have no such term).
     """
 
     def __init__(
@@ -33,6 +40,7 @@ class MPPI(Planner):
         update_std: bool = False,  # TD-MPC refits sigma to the weighted elites
         min_std: float = 0.05,  # TD-MPC's sigma floor epsilon (its schedule ends at 0.05)
         include_mean: bool = True,  # ours: the unperturbed warm start is one of the samples
+        control_cost: bool = False,  # Williams et al. 2017's lambda u^T Sigma^-1 eps term (see above)
         **kwargs,
     ) -> None:
         super().__init__(dynamics, action_space, horizon, **kwargs)
@@ -50,6 +58,9 @@ class MPPI(Planner):
         self.num_elites, self.momentum = num_elites, momentum
         self.update_std, self.min_std, self.include_mean = update_std, min_std, include_mean
         self.noise = noise_factor(noise_sigma, self.action_dim, self.dtype, self.device)
+        self.control_cost = bool(control_cost)
+        factor = self.noise if self.noise.ndim == 2 else torch.diag(self.noise)
+        self._sigma_inv = torch.cholesky_inverse(factor)  # Sigma^-1 from its Cholesky factor
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
         mean, std = init, None  # std [H, A] once refitted (update_std); before that the fixed noise
@@ -63,6 +74,9 @@ class MPPI(Planner):
                 eps[0] = 0.0
             candidates = self.clamp(mean + eps)
             returns = self.returns(state, candidates)
+            if self.control_cost:  # return -= lambda * sum_t mean_t^T Sigma^-1 (clamped eps)_t
+                gain = (mean @ self._sigma_inv).reshape(-1)
+                returns = returns - self.temperature * ((candidates - mean).reshape(shape[0], -1) @ gain)
             if self.num_elites is not None and self.num_elites < self.num_samples:
                 returns, idx = torch.topk(returns, self.num_elites)
                 candidates = candidates[idx]

@@ -108,6 +108,7 @@ def train(
     attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
     step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
     eval_s = 0.0  # wall-clock spent evaluating, so train_wall_s can leave it out
+    cpu0, eval_cpu_s = 0.0, 0.0  # process CPU seconds (all threads): a load-independent cost on a shared machine
     obs, _ = env.reset()
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
@@ -117,26 +118,31 @@ def train(
         explore_rng.bit_generator.state = ckpt["explore_rng"]
         step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
         eval_s = ckpt.get("eval_s", 0.0)
+        cpu0, eval_cpu_s = ckpt.get("cpu_s", 0.0), ckpt.get("eval_cpu_s", 0.0)
         obs, _ = env.reset()
-    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "eval_return", "eval_return_std",
-                                      "episode", "train_return"], keep_until=step if ckpt is not None else None)
+    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "train_cpu_s", "eval_return",
+                                      "eval_return_std", "episode", "train_return"], keep_until=step if ckpt is not None else None)
     tb = _tensorboard(run_dir, purge_step=step if ckpt is not None else None)
     t0 = time.perf_counter() - wall0
+    c0 = time.process_time() - cpu0
 
     def checkpoint() -> None:
         save_checkpoint(run_dir / "checkpoints" / "latest.pt", {
             "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": global_rng_state(),
             "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
             "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
-            "wall_s": time.perf_counter() - t0, "eval_s": eval_s})
+            "wall_s": time.perf_counter() - t0, "eval_s": eval_s, "cpu_s": time.process_time() - c0,
+            "eval_cpu_s": eval_cpu_s})
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
-        nonlocal eval_s
-        t_eval = time.perf_counter()
+        nonlocal eval_s, eval_cpu_s
+        t_eval, c_eval = time.perf_counter(), time.process_time()
         returns = evaluate(agent, cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
         eval_s += time.perf_counter() - t_eval
+        eval_cpu_s += time.process_time() - c_eval
         wall = time.perf_counter() - t0
         row = {"env_step": step, "wall_s": round(wall, 3), "train_wall_s": round(wall - eval_s, 3),
+               "train_cpu_s": round(time.process_time() - c0 - eval_cpu_s, 3),
                "eval_return": float(np.mean(returns)),
                "eval_return_std": float(np.std(returns)), "episode": episode, "train_return": train_return}
         row.update({k: float(v) for k, v in losses.items()})
