@@ -1,0 +1,173 @@
+"""TD-MPC learning curves through the common run loop, seeds side by side, with their cost.
+
+    python -m benchmarks.tdmpc_learning                       # Pendulum-v1, 3,000 steps, 3 seeds
+    python -m benchmarks.tdmpc_learning --env dmc:cartpole-swingup --steps 12500 --eval-every 1250 \\
+        --seeds 0 1 --final-episodes 10                        # 100k env steps at action repeat 8
+    python -m benchmarks.tdmpc_learning --env dmc:pendulum-swingup --steps 25000 --eval-every 2500 --seeds 0
+
+Each seed is one ``modelrl train tdmpc`` run (one torch thread each; ``--jobs`` at a time).
+``--steps`` counts agent steps, as TD-MPC does; the tables and plot count env steps (agent steps
+x action repeat, the official per-task repeat unless ``--action-repeat``). Times per run come from
+its metrics.csv: wall-clock, wall-clock outside evaluation (``train_wall_s``) and process CPU time
+outside evaluation (``train_cpu_s``, which does not grow with other jobs on a shared machine).
+``--final-episodes N`` re-evaluates each final agent on N episodes (``modelrl eval``).
+Acceptance (issue 4): Pendulum-v1 >= -200 within 3,000 env steps on every seed (``cpu`` preset);
+cartpole-swingup >= 800 at 100k env steps on 2 seeds within 30 minutes each.
+Writes benchmarks/results/tdmpc_<task>.json and .png and a section of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
+from modelrl.agents.tdmpc import default_action_repeat
+
+TARGETS = {"Pendulum-v1": -200.0, "dmc:cartpole-swingup": 800.0}  # issue 4's acceptance thresholds
+
+
+def slug(env_id: str) -> str:
+    """Pendulum-v1 -> pendulum, dmc:cartpole-swingup -> cartpole_swingup (results file names)."""
+    name = env_id.split(":", 1)[-1].split("-v")[0] if not env_id.startswith("dmc:") else env_id[4:]
+    return name.lower().replace("-", "_")
+
+
+def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_every: int, eval_episodes: int,
+            action_repeat: int, overrides: dict) -> list[str]:
+    """One training run as a child process (one torch thread each, so seeds can run side by side)."""
+    code = ("import json, sys, torch; torch.set_num_threads(1)\n"
+            "from modelrl.runner.train import TrainConfig, train\n"
+            "a = json.loads(sys.argv[1])\n"
+            "train(TrainConfig('tdmpc', a['env'], a['steps'], seed=a['seed'], preset=a['preset'],"
+            " eval_every=a['eval_every'], eval_episodes=a['eval_episodes'], action_repeat=a['action_repeat']),"
+            " overrides=a['overrides'], out=a['out'], progress=False)\n")
+    arg = json.dumps({"env": env_id, "seed": seed, "steps": steps, "preset": preset, "out": str(out),
+                      "eval_every": eval_every, "eval_episodes": eval_episodes, "action_repeat": action_repeat,
+                      "overrides": overrides})
+    return [sys.executable, "-c", code, arg]
+
+
+def curve(run: Path, action_repeat: int) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [{"agent_step": int(r["env_step"]), "env_step": int(r["env_step"]) * action_repeat,
+             "wall_s": float(r["wall_s"]), "train_wall_s": float(r["train_wall_s"]),
+             "train_cpu_s": float(r["train_cpu_s"]) if r.get("train_cpu_s") else None,
+             "eval_return": float(r["eval_return"]), "eval_return_std": float(r["eval_return_std"])} for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=3000, help="agent steps")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--action-repeat", type=int, default=None, help="default: the official per-task repeat")
+    parser.add_argument("--eval-every", type=int, default=500, help="agent steps")
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--final-episodes", type=int, default=0, help="re-evaluate each final agent on N episodes")
+    parser.add_argument("--target", type=float, default=None, help="default: the issue's threshold for --env")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side")
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/bench_tdmpc_<task>")
+    parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=JSON")
+    parser.add_argument("--collect-only", action="store_true", help="summarise existing run directories <out>/seed<S>")
+    args = parser.parse_args()
+    task = slug(args.env)
+    repeat = args.action_repeat or default_action_repeat(args.env)
+    target = args.target if args.target is not None else TARGETS.get(args.env)
+    out = args.out or Path(f"runs/bench_tdmpc_{task}")
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    runs = {s: out / f"seed{s}" for s in args.seeds}
+    if not args.collect_only:
+        pending = list(args.seeds)
+        while pending:
+            batch, pending = pending[:args.jobs], pending[args.jobs:]
+            procs = [subprocess.Popen(command(args.env, s, args.steps, args.preset, runs[s], args.eval_every,
+                                              args.eval_episodes, repeat, overrides)) for s in batch]
+            for p in procs:
+                if p.wait() != 0:
+                    raise SystemExit(f"a training run failed (exit {p.returncode})")
+    per_seed = []
+    for s, run in runs.items():
+        c = curve(run, repeat)
+        first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
+        row = {"seed": s, "run": str(run), "final_env_step": c[-1]["env_step"], "final_return": c[-1]["eval_return"],
+               "best_return": max(p["eval_return"] for p in c), "first_env_step_at_target": first,
+               "wall_s": c[-1]["wall_s"], "train_wall_s": c[-1]["train_wall_s"], "train_cpu_s": c[-1]["train_cpu_s"],
+               "curve": c}
+        if args.final_episodes:
+            from modelrl.runner.evaluate import evaluate_run
+
+            ev = evaluate_run(run, episodes=args.final_episodes, seed=1000)  # reset seeds unseen in training evals
+            row["final_eval"] = {"episodes": args.final_episodes, "mean": ev["mean_return"], "std": ev["std_return"],
+                                 "returns": ev["returns"], "reset_seeds": ev["reset_seeds"]}
+        per_seed.append(row)
+    finals = [p["final_eval"]["mean"] if "final_eval" in p else p["final_return"] for p in per_seed]
+    data = {"machine": machine(), "env": args.env, "preset": args.preset, "overrides": overrides,
+            "agent_steps": args.steps, "action_repeat": repeat, "env_steps": args.steps * repeat,
+            "eval_every_agent_steps": args.eval_every, "eval_episodes": args.eval_episodes,
+            "final_episodes": args.final_episodes, "target": target, "final_mean": float(np.mean(finals)),
+            "final_std": float(np.std(finals)), "seeds": per_seed}
+    if target is not None:
+        data["all_reach_target"] = all(p["first_env_step_at_target"] is not None for p in per_seed)
+    save_results(f"tdmpc_{task}", data)
+    _plot(per_seed, target, args.env, RESULTS / f"tdmpc_{task}.png")
+    m = data["machine"]
+
+    def minutes(x):
+        return "-" if x is None else f"{x / 60:.1f}"
+
+    rows = []
+    for p in per_seed:
+        final = (f"{p['final_eval']['mean']:.0f} ± {p['final_eval']['std']:.0f}" if "final_eval" in p
+                 else f"{p['final_return']:.0f}")
+        rows.append([p["seed"], final, f"{p['best_return']:.0f}",
+                     "-" if target is None else (p["first_env_step_at_target"] or "not reached"),
+                     minutes(p["wall_s"]), minutes(p["train_wall_s"]), minutes(p["train_cpu_s"])])
+    extra = f", overrides {overrides}" if overrides else ""
+    final_note = (f"; the final return is a re-evaluation of the last agent on {args.final_episodes} episodes "
+                  "(reset seeds 1000+)" if args.final_episodes else "")
+    text = (f"### TD-MPC on {args.env} (`{args.preset}` preset)\n\n`python -m benchmarks.tdmpc_learning --env {args.env}` "
+            f"on {m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread per run, {len(per_seed)} seed(s) run "
+            f"{args.jobs} at a time{extra}. {args.steps} agent steps at action repeat {repeat} = "
+            f"{args.steps * repeat:,} env steps; evaluation every {args.eval_every * repeat:,} env steps "
+            f"({args.eval_episodes} episodes){final_note}."
+            + (f" Target: {target:.0f}." if target is not None else "") + "\n\n"
+            + md_table(["seed", f"return at {args.steps * repeat:,} env steps", "best", "first env step at target",
+                        "wall-clock, min", "wall-clock outside evaluation, min", "CPU time outside evaluation, min"],
+                       rows)
+            + f"\n\nMean final return: **{data['final_mean']:.0f} ± {data['final_std']:.0f}**. Curves with their "
+              f"times: `benchmarks/results/tdmpc_{task}.json`, plot `tdmpc_{task}.png`.")
+    write_docs_section(f"tdmpc_{task}", text)
+    print(text)
+
+
+def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for p in per_seed:
+        c = p["curve"]
+        ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], marker="o", label=f"seed {p['seed']}")
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval return")
+    ax.set_title(f"TD-MPC, {env_id}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
