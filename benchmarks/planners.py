@@ -162,6 +162,9 @@ def linear_system(steps: int = 60) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--versus-episodes", type=int, default=30,
+                        help="episodes of the pytorch-mppi comparison (swing-ups from some starts are chaotic at "
+                             "horizon 15: single episodes differ by hundreds, so 10 cannot tell the returns apart)")
     parser.add_argument("--quick", action="store_true", help="2 episodes, no results written")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
     args = parser.parse_args()
@@ -169,7 +172,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print("MPPI vs pytorch-mppi (Pendulum-v1, 1000 samples, horizon 15):")
     modes = ("eager",) if args.no_compile else ("eager", "compiled")
-    vs = versus_pytorch_mppi(episodes, modes)
+    vs = versus_pytorch_mppi(2 if args.quick else args.versus_episodes, modes)
     for k, v in vs["runs"].items():
         print(f"  {k:22s} mean {v['mean_return']:8.1f}  {v['ms_per_action']:7.2f} ms/action")
     for m, r in vs["time_ratio"].items():
@@ -186,7 +189,8 @@ def main() -> None:
         print(f"  {k:6s} cost {v['cost']:8.3f} (x{v['cost_ratio_to_lqr']:.3f} LQR)  {v['ms_per_action']:7.3f} ms/action")
     if args.quick:
         return
-    data = {"machine": machine(), "episodes": episodes, "versus_pytorch_mppi": vs, "pendulum": five, "cartpole": cart,
+    nv = args.versus_episodes
+    data = {"machine": machine(), "episodes": episodes, "versus_episodes": nv, "versus_pytorch_mppi": vs, "pendulum": five, "cartpole": cart,
             "linear": lin}
     save_results("planners", data)
     m = data["machine"]
@@ -194,13 +198,18 @@ def main() -> None:
             for k, v in vs["runs"].items()]
     ratio_text = ", ".join(f"{m}: **{r:.2f}**" for m, r in vs["time_ratio"].items())
     text = (f"### Planners: MPPI against pytorch-mppi\n\n`python -m benchmarks.planners` on {m['cpu']}, "
-            f"{m['date']}, torch {m['torch']}, 1 thread. Pendulum-v1 with the true model, {episodes} episodes "
-            f"(reset seeds 0..{episodes - 1}), 1000 samples, horizon 15, noise std {SIGMA}, lambda {LAMBDA}, "
+            f"{m['date']}, torch {m['torch']}, 1 thread. Pendulum-v1 with the true model, {nv} episodes "
+            f"(reset seeds 0..{nv - 1}), 1000 samples, horizon 15, noise std {SIGMA}, lambda {LAMBDA}, "
             "interleaved episode by episode.\n\n"
             + md_table(["MPPI", "mean return", "ms / action"], rows)
             + f"\n\nTime per action, ours / pytorch-mppi: {ratio_text}. `compiled` is torch.compile on both "
             "sides (ours: `compile=True`, the whole rollout; theirs: `MPPI.compile()`, dynamics and cost); "
-            "compilation happens in a warm-up call outside the timing.\n\n"
+            "compilation happens in a warm-up call outside the timing. Both plan under `torch.inference_mode()`. "
+            "pytorch-mppi gets the pendulum's transition as `dynamics` and Pendulum-v1's cost as `running_cost` "
+            "(its API); ours gets `PendulumDynamics`, whose `step` returns the reward with the next state. "
+            "Return difference, ours - pytorch-mppi, paired by reset seed (mean ± standard error): "
+            + ", ".join(f"{k}: {d['mean']:+.1f} ± {d['se']:.1f}" for k, d in vs["paired_return_difference"].items())
+            + ".\n\n"
             "### Planners: all five\n\nPendulum-v1 (settings as `modelrl plan` uses them):\n\n"
             + md_table(["planner", "mean return", "ms / action"],
                        [[k, f"{v['mean_return']:.1f} ± {v['std_return']:.1f}", f"{v['ms_per_action']:.2f}"]
