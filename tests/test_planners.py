@@ -135,12 +135,21 @@ def test_mppi_control_cost_pulls_the_mean_towards_zero():
     assert abs(means[True]) < 0.15
 
 
-def test_sampling_plans_are_ordinary_tensors():
-    """Planning runs under inference mode; what it hands back must still work with autograd."""
+def test_inference_mode_option_gives_the_same_plan_as_an_ordinary_tensor():
+    """``inference_mode=True`` plans identically; what it hands back still works with autograd, and a
+    gradient-based planner on the same model afterwards still works (by default nothing the model
+    caches during planning is an inference tensor)."""
+    state = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
     for cls in SAMPLING:
-        plan = cls(PendulumDynamics(), UNIT, horizon=5, seed=0).plan(np.array([-1.0, 0.0, 0.0], dtype=np.float32))
-        assert not plan.is_inference()
-        (plan.clone().requires_grad_() * 2).sum().backward()
+        plans = [cls(PendulumDynamics(), UNIT, horizon=5, seed=0, inference_mode=im).plan(state) for im in (False, True)]
+        assert torch.equal(plans[0], plans[1])
+        assert not plans[1].is_inference()
+        (plans[1].clone().requires_grad_() * 2).sum().backward()
+    A, B, Q, R = double_integrator_4d()
+    dyn = LinearDynamics(A, B, Q, R)  # caches its matrices as tensors on first use
+    bounds = (-np.ones(2), np.ones(2))
+    MPPI(dyn, bounds, horizon=5, seed=0).plan(np.ones(4, dtype=np.float32))
+    assert ILQR(dyn, bounds, horizon=5, seed=0).plan(np.ones(4, dtype=np.float32)).shape == (5, 2)
 
 
 def test_colored_noise_is_unit_variance_and_smoother_for_larger_beta():

@@ -120,7 +120,7 @@ class ILQR(Planner):
     objective must stay smooth. ``last_info`` holds the cost and iteration counts of the last plan.
     """
 
-    inference_mode = False  # derivatives by autograd inside _optimize
+    uses_autograd = True  # derivatives by autograd inside _optimize
 
     def __init__(
         self,
