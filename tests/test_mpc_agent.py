@@ -22,6 +22,22 @@ def test_v15_learns_pendulum_swing_up_in_800_steps(tmp_path):
     assert agent.refits == 4  # one fit after the random episode, then one per episode
 
 
+@pytest.mark.slow
+def test_pets_cpu_learns_pendulum_swing_up_in_600_steps(tmp_path):
+    """PETS (ensemble of 5, TS1, CEM) from one random episode: mean eval return >= -200 at 600 steps.
+
+    The benchmark's Pendulum settings (horizon 25, model batches of 32; benchmarks/mpc_learning.py)
+    on seed 0, three episodes in all; the full 1,000-step, 3-seed, 10-episode check is the benchmark.
+    """
+    cfg = TrainConfig("mpc", "Pendulum-v1", 600, seed=0, preset="pets-cpu", eval_every=600, eval_episodes=3)
+    agent, run = train(cfg, overrides={"horizon": 25, "model_batch_size": 32}, out=tmp_path / "pets", progress=False)
+    import csv
+
+    last = list(csv.DictReader(open(run / "metrics.csv")))[-1]
+    assert float(last["eval_return"]) >= -200.0
+    assert agent.refits == 3
+
+
 def test_mpc_agent_config_errors():
     env = make_env("Pendulum-v1")
     with pytest.raises(ValueError, match="planner"):
