@@ -69,7 +69,8 @@ def run_modelrl(part: Part, seed: int, eval_episodes: int) -> dict:
         rows = _read_csv(Path(tmp) / "run" / "metrics.csv")
     return {"env_step": [int(r["env_step"]) for r in rows], "eval_return": [float(r["eval_return"]) for r in rows],
             "eval_return_std": [float(r["eval_return_std"]) for r in rows],
-            "train_wall_s": [float(r["train_wall_s"]) for r in rows]}
+            "train_wall_s": [float(r["train_wall_s"]) for r in rows],
+            "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
 
 
 def run_sb3_sac(part: Part, seed: int, eval_episodes: int) -> dict:
