@@ -37,24 +37,9 @@ def episode(act, reset, env, seed: int) -> tuple[float, float, int]:
     return total, spent, steps
 
 
-def pendulum_next_state(s, u):
-    """Pendulum-v1's transition alone (no reward): what a pytorch-mppi user passes as ``dynamics``.
-
-    The same maths as ``PendulumDynamics.step`` (u in [-1, 1], torque 2u), without the cost terms,
-    which pytorch-mppi computes in its separate ``running_cost``.
-    """
-    dyn = PendulumDynamics
-    cos_th, sin_th, thdot = s.unbind(-1)
-    a = u[:, 0].clamp(-1.0, 1.0)
-    new_thdot = torch.add(torch.add(thdot, sin_th, alpha=3.0 * 10.0 / 2.0 * dyn.dt), a, alpha=3.0 * 2.0 * dyn.dt)
-    new_thdot = new_thdot.clamp(-dyn.max_speed, dyn.max_speed)
-    new_th = torch.add(torch.atan2(sin_th, cos_th), new_thdot, alpha=dyn.dt)
-    return torch.stack([torch.cos(new_th), torch.sin(new_th), new_thdot], dim=0).T
-
-
 def pytorch_mppi_controller(compiled: bool):
-    """pytorch-mppi's MPPI on the same pendulum: the transition as ``dynamics``, Pendulum-v1's cost as
-    ``running_cost`` (pytorch-mppi scores the state after each step, so the cost is of the next state:
+    """pytorch-mppi's MPPI on the same pendulum: ``PendulumDynamics.transition`` (no reward) as
+    ``dynamics``, Pendulum-v1's cost as ``running_cost`` (pytorch-mppi scores the state after each step, so the cost is of the next state:
     the same ranking up to the first state's cost, which is common to all samples)."""
     from pytorch_mppi import MPPI as PMPPI
 
@@ -62,7 +47,7 @@ def pytorch_mppi_controller(compiled: bool):
         th = torch.atan2(s[:, 1], s[:, 0])
         return th**2 + 0.1 * s[:, 2] ** 2 + 0.001 * (2 * u[:, 0].clamp(-1, 1)) ** 2
 
-    ctrl = PMPPI(pendulum_next_state, running_cost, nx=3, noise_sigma=torch.tensor([[SIGMA**2]]),
+    ctrl = PMPPI(PendulumDynamics().transition, running_cost, nx=3, noise_sigma=torch.tensor([[SIGMA**2]]),
                  num_samples=SAMPLES, horizon=HORIZON, lambda_=LAMBDA, u_min=torch.tensor([-1.0]),
                  u_max=torch.tensor([1.0]), device="cpu")
     if compiled:

@@ -278,3 +278,16 @@ def test_dmc_render_rgb_array() -> None:
     if out.returncode != 0:
         pytest.skip(f"MuJoCo rendering unavailable here: {out.stderr.strip().splitlines()[-1:]}")
     assert out.stdout.strip().splitlines()[-1] == "(48, 64, 3)"
+
+
+def test_pendulum_transition_is_steps_next_state():
+    """``transition`` (the next state alone, for step-function-only planners) is ``step`` without the reward."""
+    import torch
+
+    from modelrl.envs import PendulumDynamics
+
+    dyn, g = PendulumDynamics(), torch.Generator().manual_seed(0)
+    th = torch.rand(64, generator=g) * 6.28 - 3.14
+    s = torch.stack([th.cos(), th.sin(), torch.randn(64, generator=g) * 4], dim=1)
+    a = torch.rand(64, 1, generator=g) * 3 - 1.5  # beyond the bounds too: both clamp
+    assert torch.equal(dyn.transition(s, a), dyn.step(s, a)[0])

@@ -37,16 +37,23 @@ class PendulumDynamics:
         cos_th, sin_th, thdot = state.unbind(-1)
         th = torch.atan2(sin_th, cos_th)  # in [-pi, pi]: already the env's angle_normalize
         a = action[:, 0].clamp(-1.0, 1.0)
-        u_scale = self.max_torque
-        cost = torch.addcmul(torch.addcmul(th * th, thdot, thdot, value=0.1), a, a, value=0.001 * u_scale**2)
+        cost = torch.addcmul(torch.addcmul(th * th, thdot, thdot, value=0.1), a, a, value=0.001 * self.max_torque**2)
+        return self._advance(th, sin_th, thdot, a), cost.neg_()
+
+    def transition(self, state: Tensor, action: Tensor) -> Tensor:
+        """The next state alone (no reward): what a step-function-only planner library takes."""
+        cos_th, sin_th, thdot = state.unbind(-1)
+        return self._advance(torch.atan2(sin_th, cos_th), sin_th, thdot, action[:, 0].clamp(-1.0, 1.0))
+
+    def _advance(self, th: Tensor, sin_th: Tensor, thdot: Tensor, a: Tensor) -> Tensor:
         gain_sin = 3.0 * self.g / (2.0 * self.l) * self.dt
-        gain_u = 3.0 / (self.m * self.l**2) * u_scale * self.dt
+        gain_u = 3.0 / (self.m * self.l**2) * self.max_torque * self.dt
         new_thdot = torch.add(torch.add(thdot, sin_th, alpha=gain_sin), a, alpha=gain_u)
         new_thdot = new_thdot.clamp(-self.max_speed, self.max_speed)
         new_th = torch.add(th, new_thdot, alpha=self.dt)
         # Stacked feature-first and transposed: a column-major [B, 3] view whose columns are
         # contiguous, so the next step's unbind gives contiguous vectors (strided atan2 is ~4x slower).
-        return torch.stack([torch.cos(new_th), torch.sin(new_th), new_thdot], dim=0).T, cost.neg_()
+        return torch.stack([torch.cos(new_th), torch.sin(new_th), new_thdot], dim=0).T
 
 
 class LinearDynamics:
