@@ -32,8 +32,41 @@ def machine() -> dict:
 def save_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)  # atomic: a crash mid-write never leaves half a file
     return path
+
+
+def load_results(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_run(name: str, run: dict, key: tuple[str, ...], header: dict | None = None) -> dict:
+    """Append ``run`` to ``runs`` in results/<name>.json, replacing one with the same ``key`` fields.
+
+    The file is re-read under a lock, so several benchmark processes (e.g. one per seed) can
+    append to the same file; returns the data as written."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_results(name)
+        data.update(header or {})
+        runs = [r for r in data.get("runs", []) if tuple(r.get(k) for k in key) != tuple(run.get(k) for k in key)]
+        data["runs"] = runs + [run]
+        save_results(name, data)
+    return data
+
+
+def common_args(p) -> None:
+    """The arguments every learning benchmark takes (seeds, evaluation episodes, resume, report)."""
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=10, help="deterministic evaluation episodes per evaluation")
+    p.add_argument("--resume", action="store_true", help="keep runs already in the results file")
+    p.add_argument("--report", action="store_true", help="only rebuild tables and plots from the results file")
 
 
 def write_docs_section(name: str, markdown: str) -> None:
@@ -54,15 +87,16 @@ def md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha: float = 0.2) -> None:
-    """One curve per panel (env steps, training seconds): the mean over ``runs`` (each with
-    ``curve`` = {step, return, train_s}) and, with several seeds, their min-max band."""
+def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha: float = 0.2,
+                    clock: str = "train_s") -> None:
+    """One curve per panel (env steps, training seconds by ``clock``): the mean over ``runs`` (each
+    with ``curve`` = {step, return, <clock>}) and, with several seeds, their min-max band."""
     import numpy as np
 
     n = min(len(r["curve"]["step"]) for r in runs)
     steps = np.array(runs[0]["curve"]["step"][:n])
     ret = np.array([r["curve"]["return"][:n] for r in runs])
-    secs = np.array([r["curve"]["train_s"][:n] for r in runs]).mean(0)
+    secs = np.array([r["curve"][clock][:n] for r in runs]).mean(0)
     label = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
     for ax, x in ((axes[0], steps), (axes[1], secs)):
         line, = ax.plot(x, ret.mean(0), style, label=label)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
+from benchmarks.common import add_run, common_args, load_results, machine, md_table, write_docs_section
 
 ENV = "Pendulum-v1"
 
@@ -46,8 +45,10 @@ def run_ours(algo: str, env_id: str, seed: int, steps: int, eval_every: int, epi
         rows = list(csv.DictReader(open(run / "metrics.csv")))
     curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
              "return_std": [float(r["eval_return_std"]) for r in rows],
-             "train_s": [float(r["train_wall_s"]) for r in rows]}
-    for key in ("time_model_s", "time_rollout_s", "time_policy_s"):
+             "train_s": [float(r["train_wall_s"]) for r in rows],
+             "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
+    for key in ("time_model_s", "time_rollout_s", "time_policy_s", "time_cpu_model_s", "time_cpu_rollout_s",
+                "time_cpu_policy_s"):
         if key in rows[-1] and rows[-1][key] != "":
             curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
     curve["total_s"] = total
@@ -62,14 +63,15 @@ def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
     env = gym.make(ENV)
     model = SB3SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     eval_env = gym.make(ENV)
-    curve = {"step": [], "return": [], "return_std": [], "train_s": []}
-    train_s, done = 0.0, 0
+    curve = {"step": [], "return": [], "return_std": [], "train_s": [], "train_cpu_s": []}
+    train_s, train_cpu, done = 0.0, 0.0, 0
     t_total = time.perf_counter()
     while done < steps:
         chunk = min(eval_every, steps - done)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.learn(chunk, reset_num_timesteps=done == 0)
         train_s += time.perf_counter() - t0
+        train_cpu += time.process_time() - c0
         done += chunk
         returns = []
         for i in range(episodes):
@@ -84,6 +86,7 @@ def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
         curve["return"].append(float(np.mean(returns)))
         curve["return_std"].append(float(np.std(returns)))
         curve["train_s"].append(round(train_s, 3))
+        curve["train_cpu_s"].append(round(train_cpu, 3))
     curve["total_s"] = time.perf_counter() - t_total
     return curve
 
@@ -103,9 +106,11 @@ def fmt(values: list[float | None]) -> str:
     return f"{np.mean(vals):.0f} ± {np.std(vals):.0f}" if len(vals) > 1 else f"{vals[0]:.0f}"
 
 
-def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def per_1k(runs: list[dict], clock: str = "train_s") -> float | None:
+    """Mean seconds per 1,000 env steps over ``runs`` by ``clock`` (None where a run lacks it)."""
+    if not runs or any(clock not in r["curve"] for r in runs):
+        return None
+    return float(np.mean([r["curve"][clock][-1] / r["curve"]["step"][-1] * 1000 for r in runs]))
 
 
 def report(data: dict) -> str:
@@ -117,22 +122,27 @@ def report(data: dict) -> str:
         mine = [r for r in runs if r["lib"] == lib]
         if not mine:
             continue
-        speed = [r["curve"]["train_s"][-1] / r["curve"]["step"][-1] * 1000 for r in mine]
+        cpu = per_1k(mine, "train_cpu_s")
         rows.append([lib, len(mine)] + [fmt([at(r["curve"], b) for r in mine]) for b in budgets]
-                    + [f"{np.mean(speed):.1f}"])
+                    + [f"{per_1k(mine):.1f}", "-" if cpu is None else f"{cpu:.1f}"])
     m = data["machine"]
     ratio = ""
     ours = [r for r in runs if r["lib"] == "modelrl"]
     sb3 = [r for r in runs if r["lib"] == "sb3"]
     if ours and sb3:
-        s_ours = np.mean([r["curve"]["train_s"][-1] / r["curve"]["step"][-1] for r in ours])
-        s_sb3 = np.mean([r["curve"]["train_s"][-1] / r["curve"]["step"][-1] for r in sb3])
-        ratio = f"\n\nTraining time per environment step, ours / SB3: **{s_ours / s_sb3:.2f}**."
+        ratio = f"\n\nTraining time per environment step, ours / SB3: **{per_1k(ours) / per_1k(sb3):.2f}** (wall-clock)"
+        paired = [(o, b) for o in ours for b in sb3 if o["seed"] == b["seed"] and "train_cpu_s" in o["curve"]
+                  and "train_cpu_s" in b["curve"]]
+        if paired:
+            ratio += (f", **{per_1k([o for o, _ in paired], 'train_cpu_s') / per_1k([b for _, b in paired], 'train_cpu_s'):.2f}**"
+                      f" (process CPU time, seeds {', '.join(str(o['seed']) for o, _ in paired)})")
+        ratio += "."
     return (f"### SAC: ours against Stable-Baselines3\n\n`python -m benchmarks.sac_sb3` on {m['cpu']}, {m['date']}, "
             f"torch {m['torch']}, 1 thread (machine shared with other jobs, so absolute seconds vary; the two "
             f"libraries ran interleaved). Pendulum-v1, G = 1, defaults of both (SAC paper Table 1), "
             f"{data['episodes']} deterministic evaluation episodes at each budget, mean ± std over seeds.\n\n"
-            + md_table(["library", "seeds"] + [f"return @ {b // 1000}k" for b in budgets] + ["s / 1000 steps"], rows)
+            + md_table(["library", "seeds"] + [f"return @ {b // 1000}k" for b in budgets]
+                       + ["wall s / 1000 steps", "CPU s / 1000 steps"], rows)
             + ratio + "\n\n![SAC against SB3](figures/sac_sb3.png)")
 
 
@@ -166,18 +176,14 @@ def plot(data: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    common_args(p)
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--resume", action="store_true", help="keep runs already in the results file")
-    p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the results file")
     args = p.parse_args()
     torch.set_num_threads(1)
-    data = load("sac_sb3") if (args.resume or args.report) else {}
-    if not args.report:
-        data.update({"machine": machine(), "env": ENV, "steps": args.steps, "episodes": args.episodes})
+    data = load_results("sac_sb3") if (args.resume or args.report) else {}
     data.setdefault("runs", [])
+    header = {"machine": machine(), "env": ENV, "steps": args.steps, "episodes": args.episodes}
     for seed in [] if args.report else args.seeds:
         order = ("modelrl", "sb3") if seed % 2 == 0 else ("sb3", "modelrl")
         for lib in order:
@@ -187,8 +193,7 @@ def main() -> None:
                 curve = run_ours("sac", ENV, seed, args.steps, args.eval_every, args.episodes)
             else:
                 curve = run_sb3(seed, args.steps, args.eval_every, args.episodes)
-            data["runs"].append({"lib": lib, "seed": seed, "curve": curve})
-            save_results("sac_sb3", data)
+            data = add_run("sac_sb3", {"lib": lib, "seed": seed, "curve": curve}, ("lib", "seed"), header)
             print(f"{lib} seed {seed}: " + ", ".join(f"{s}: {r:.0f}" for s, r in zip(curve["step"], curve["return"]))
                   + f" | {curve['train_s'][-1]:.0f} s training", flush=True)
     plot(data)

@@ -19,8 +19,9 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, machine, md_table, plot_seed_group, save_results, write_docs_section
-from benchmarks.sac_sb3 import at, fmt, load, run_ours
+from benchmarks.common import ROOT, add_run, common_args, load_results, machine, md_table, plot_seed_group, write_docs_section
+from benchmarks import sac_sb3
+from benchmarks.sac_sb3 import at, fmt, per_1k, run_ours
 
 # Steps per run where --steps is not given: SAC long enough to have its 10k-step return, MBPO a third.
 DEFAULT_STEPS = {("sac", "Pendulum-v1"): 10_000, ("mbpo", "Pendulum-v1"): 4000,
@@ -37,48 +38,81 @@ def steps_to_reach(curve: dict, target: float) -> int | None:
     return None
 
 
+def mean_curve(group: list[dict]) -> dict:
+    """The seed-mean return at the evaluation steps of the run evaluated least often. Evaluations wait
+    for an episode end, so runs evaluate at slightly different steps; each run's return at step g is
+    its first evaluation at or after g."""
+    last = min(r["curve"]["step"][-1] for r in group)
+    grid = [g for g in min((r["curve"]["step"] for r in group), key=len) if g <= last]
+    return {"step": grid, "return": [float(np.mean([at(r["curve"], g) for r in group])) for g in grid]}
+
+
+def clock(group: list[dict]) -> str:
+    """Process CPU time where every run recorded it (other jobs do not inflate it), else wall-clock."""
+    return "train_cpu_s" if all("train_cpu_s" in r["curve"] for r in group) else "train_s"
+
+
+def split(group: list[dict]) -> str:
+    """Seconds per 1,000 env steps in model fits / model rollouts / policy updates (CPU where recorded)."""
+    c = "cpu_" if all("time_cpu_policy_s" in r["curve"] for r in group) else ""
+    parts = []
+    for part in ("model", "rollout", "policy"):
+        vals = [per_1k([r], f"time_{c}{part}_s") for r in group]
+        parts.append("-" if any(v is None for v in vals) else f"{np.mean(vals):.1f}")
+    return " / ".join(parts)
+
+
+def sample_efficiency(runs: list[dict]) -> tuple[str, float | None]:
+    """The acceptance check: env steps the seed-mean MBPO curve needs to reach SAC (G = 1)'s seed-mean
+    return at 10,000 steps, against the steps SAC's seed-mean curve needs for it."""
+    sac = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1 and at(r["curve"], 10_000) is not None]
+    if not sac:
+        return "SAC (G = 1) at 10,000 steps: not measured.", None
+    target = float(np.mean([at(r["curve"], 10_000) for r in sac]))
+    n_sac = steps_to_reach(mean_curve(sac), target)
+    lines = [f"SAC (G = 1), {len(sac)} seeds: {target:.0f} at 10,000 steps; its seed-mean curve first reaches it at "
+             f"{n_sac} steps, a third of which is {n_sac / 3:.0f}."]
+    for utd in sorted({r["utd"] for r in runs if r["algo"] == "mbpo"}):
+        mb = [r for r in runs if r["algo"] == "mbpo" and r["utd"] == utd]
+        n = steps_to_reach(mean_curve(mb), target)
+        per_seed = ", ".join(f"seed {r['seed']}: {steps_to_reach(r['curve'], target) or 'not reached'}" for r in mb)
+        verdict = "not reached" if n is None else f"{n} steps = {n / n_sac:.2f} of SAC's"
+        lines.append(f"MBPO G = {utd}, {len(mb)} seeds: seed-mean curve reaches it at {verdict} ({per_seed}).")
+    return " ".join(lines), target
+
+
 def report(data: dict) -> str:
     m = data["machine"]
-    parts = [f"### UTD study: SAC and MBPO at G = 1, 5, 20\n\n`python -m benchmarks.utd` on {m['cpu']}, {m['date']}, "
-             f"torch {m['torch']}, 1 thread per run; the machine was shared with other jobs, so seconds are "
-             "comparable only within a row's conditions. Returns: mean ± std over seeds of each run's "
-             "deterministic evaluation episodes (fixed reset seeds). \"steps to SAC@10k\": env steps until the "
-             "return first reaches the mean return of SAC (G = 1) at 10,000 steps. Time split: seconds per 1,000 env "
-             "steps in model training / model rollouts / policy updates."]
+    parts = [f"### UTD study: SAC and MBPO at several G\n\n`python -m benchmarks.utd` on {m['cpu']}, {m['date']}, "
+             f"torch {m['torch']}, 1 thread per run; several runs shared the 2 cores, so times are process CPU "
+             "seconds (what a free core's wall-clock would be) where recorded. Returns: mean ± std over seeds of "
+             "each run's deterministic evaluation episodes (fixed reset seeds, the same for SAC and MBPO at a seed). "
+             "\"steps to target\": per seed, env steps until the return first reaches the target below. Time "
+             "split: seconds per 1,000 env steps in model fits / model rollouts / policy updates."]
     for env_id in sorted({r["env"] for r in data["runs"]}):
         runs = [r for r in data["runs"] if r["env"] == env_id]
-        ref = [at(r["curve"], 10_000) for r in runs if r["algo"] == "sac" and r["utd"] == 1]
-        ref = [v for v in ref if v is not None]
-        target = float(np.mean(ref)) if ref else None
+        summary, target = sample_efficiency(runs)
         budgets = [1000, 2000, 3000, 5000, 10_000]
         rows = []
         for algo in ("sac", "mbpo"):
             for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
                 group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
-                per_k = [r["curve"]["train_s"][-1] / r["curve"]["step"][-1] * 1000 for r in group]
                 reach = [steps_to_reach(r["curve"], target) if target is not None else None for r in group]
-                reach_s = ", ".join("-" if x is None else f"{x}" for x in reach)
-                split = "-"
-                if algo == "mbpo" and all("time_policy_s" in r["curve"] for r in group):
-                    sp = np.mean([[r["curve"][k][-1] / r["curve"]["step"][-1] * 1000
-                                   for k in ("time_model_s", "time_rollout_s", "time_policy_s")] for r in group], 0)
-                    split = " / ".join(f"{v:.1f}" for v in sp)
-                elif "time_policy_s" in group[0]["curve"]:
-                    split = f"- / - / {np.mean([r['curve']['time_policy_s'][-1] / r['curve']['step'][-1] * 1000 for r in group]):.1f}"
-                eps = sorted({r.get("episodes", data.get("episodes", 10)) for r in group})
-                rows.append([algo, utd, len(group), "/".join(map(str, eps))] + [fmt([at(r["curve"], b) for r in group]) for b in budgets]
-                            + [reach_s, f"{np.mean(per_k):.0f}", split])
-        header = ["algo", "G", "seeds", "eval episodes"] + [f"@{b // 1000}k" for b in budgets] + ["steps to SAC@10k", "s / 1k steps",
-                                                                                "model / rollout / policy s per 1k"]
-        tgt = f"{target:.0f}" if target is not None else "not measured"
+                eps = sorted({r.get("episodes", 10) for r in group})
+                rows.append([algo, utd, len(group), "/".join(map(str, eps))]
+                            + [fmt([at(r["curve"], b) for r in group]) for b in budgets]
+                            + [", ".join("-" if x is None else f"{x}" for x in reach),
+                               f"{per_1k(group, clock(group)):.0f}", split(group)])
+        header = (["algo", "G", "seeds", "eval episodes"] + [f"@{b // 1000}k" for b in budgets]
+                  + ["steps to target", "s / 1k steps", "model / rollout / policy s per 1k"])
         cost = ""
         sac1 = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1]
         for utd in sorted({r["utd"] for r in runs if r["algo"] == "mbpo"}):
             mb = [r for r in runs if r["algo"] == "mbpo" and r["utd"] == utd]
-            if sac1 and mb:
-                per = [np.mean([r["curve"]["train_s"][-1] / r["curve"]["step"][-1] for r in g]) for g in (mb, sac1)]
-                cost += f" MBPO at G = {utd} costs {per[0] / per[1]:.1f}x SAC (G = 1) per env step."
-        parts.append(f"#### {env_id}\n\nSAC (G = 1) at 10,000 steps: {tgt}.{cost}\n\n" + md_table(header, rows)
+            if sac1 and clock(mb) == clock(sac1):
+                cost += (f" MBPO at G = {utd} costs {per_1k(mb, clock(mb)) / per_1k(sac1, clock(sac1)):.1f}x SAC (G = 1) "
+                         "per env step.")
+        parts.append(f"#### {env_id}\n\n{summary}{cost}\n\n" + md_table(header, rows)
                      + f"\n\n![UTD study on {env_id}](figures/utd_{env_id}.png)")
     return "\n\n".join(parts)
 
@@ -96,9 +130,9 @@ def plot(data: dict) -> None:
         for algo, style in (("sac", "--"), ("mbpo", "-")):
             for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
                 group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
-                plot_seed_group(axes, group, f"{algo.upper()} G={utd}", style, alpha=0.15)
+                plot_seed_group(axes, group, f"{algo.upper()} G={utd}", style, alpha=0.15, clock=clock(group))
         axes[0].set_xlabel("environment steps")
-        axes[1].set_xlabel("training wall-clock (s, 1 thread)")
+        axes[1].set_xlabel("training time (s, 1 thread; CPU time where recorded)")
         axes[1].set_xscale("log")
         for ax in axes:
             ax.set_ylabel("evaluation return")
@@ -112,36 +146,40 @@ def plot(data: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common_args(p)
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "InvertedPendulum-v5"])
     p.add_argument("--algos", nargs="+", default=["sac", "mbpo"])
     p.add_argument("--utds", type=int, nargs="+", default=[1, 5, 20])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--resume", action="store_true", help="keep runs already in the results file")
-    p.add_argument("--report", action="store_true", help="only rebuild tables and plots from the results file")
     args = p.parse_args()
     torch.set_num_threads(1)
-    data = load("utd") if (args.resume or args.report) else {}
+    data = load_results("utd") if (args.resume or args.report) else {}
     data.setdefault("runs", [])
-    if not args.report:
-        data.update({"machine": machine(), "episodes": args.episodes})
-        for seed in args.seeds:
-            for env_id in args.envs:
-                for algo in args.algos:
-                    for utd in args.utds:
-                        if any((r["env"], r["algo"], r["utd"], r["seed"]) == (env_id, algo, utd, seed) for r in data["runs"]):
-                            continue
-                        steps = args.steps or DEFAULT_STEPS.get((algo, env_id), 10_000)
-                        every = args.eval_every or DEFAULT_EVAL_EVERY.get(env_id, 1000)
-                        curve = run_ours(algo, env_id, seed, steps, every, args.episodes, overrides={"utd": utd})
-                        data["runs"].append({"env": env_id, "algo": algo, "utd": utd, "seed": seed, "steps": steps,
-                                             "episodes": args.episodes, "curve": curve})
-                        save_results("utd", data)
-                        print(f"{algo} G={utd} {env_id} seed {seed}: "
-                              + ", ".join(f"{s}: {r:.0f}" for s, r in zip(curve["step"], curve["return"]))
-                              + f" | {curve['train_s'][-1]:.0f} s training", flush=True)
+    key = ("env", "algo", "utd", "seed")
+    for seed in [] if args.report else args.seeds:
+        for env_id in args.envs:
+            for algo in args.algos:
+                for utd in args.utds:
+                    if any(tuple(r[k] for k in key) == (env_id, algo, utd, seed) for r in data["runs"]):
+                        continue
+                    steps = args.steps or DEFAULT_STEPS.get((algo, env_id), 10_000)
+                    every = args.eval_every or DEFAULT_EVAL_EVERY.get(env_id, 1000)
+                    shared = [r for r in load_results("sac_sb3").get("runs", []) if r["lib"] == "modelrl"
+                              and r["seed"] == seed and r["curve"]["step"][-1] >= steps]
+                    if (algo, utd, env_id) == ("sac", 1, sac_sb3.ENV) and shared:  # the same run: reuse it
+                        run = {"env": env_id, "algo": algo, "utd": utd, "seed": seed, "steps": shared[0]["curve"]["step"][-1],
+                               "episodes": load_results("sac_sb3")["episodes"], "curve": shared[0]["curve"],
+                               "source": f"benchmarks.sac_sb3 (the same run: modelrl SAC, G = 1, seed {seed})"}
+                        data = add_run("utd", run, key, {"machine": machine()})
+                        continue
+                    curve = run_ours(algo, env_id, seed, steps, every, args.episodes, overrides={"utd": utd})
+                    run = {"env": env_id, "algo": algo, "utd": utd, "seed": seed, "steps": steps,
+                           "episodes": args.episodes, "curve": curve}
+                    data = add_run("utd", run, key, {"machine": machine()})
+                    print(f"{algo} G={utd} {env_id} seed {seed}: "
+                          + ", ".join(f"{s}: {r:.0f}" for s, r in zip(curve["step"], curve["return"]))
+                          + f" | {curve['train_s'][-1]:.0f} s training", flush=True)
     plot(data)
     write_docs_section("utd", report(data))
 
