@@ -102,3 +102,20 @@ def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha:
         line, = ax.plot(x, ret.mean(0), style, label=label)
         if len(runs) > 1:
             ax.fill_between(x, ret.min(0), ret.max(0), color=line.get_color(), alpha=alpha)
+
+
+def save_curves_figure(fig, axes, xlabels: tuple[str, str], ylabel: str, title: str, name: str,
+                       legend_size: int | None = None) -> None:
+    """Label the two panels (returns against env steps and against time), save docs/figures/<name>.png."""
+    import matplotlib.pyplot as plt
+
+    for ax, xlabel in zip(axes, xlabels):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=legend_size)
+    fig.suptitle(title)
+    fig.tight_layout()
+    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+    fig.savefig(ROOT / "docs" / "figures" / f"{name}.png", dpi=110)
+    plt.close(fig)

@@ -153,7 +153,7 @@ def plot(data: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmarks.common import ROOT, plot_seed_group
+    from benchmarks.common import plot_seed_group, save_curves_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for lib in ("modelrl", "sb3"):
@@ -161,17 +161,8 @@ def plot(data: dict) -> None:
         if not runs:
             continue
         plot_seed_group(axes, runs, lib)
-    axes[0].set_xlabel("environment steps")
-    axes[1].set_xlabel("training wall-clock (s, 1 thread, shared machine)")
-    for ax in axes:
-        ax.set_ylabel("evaluation return")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("SAC on Pendulum-v1, G = 1: modelrl against Stable-Baselines3")
-    fig.tight_layout()
-    (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
-    fig.savefig(ROOT / "docs" / "figures" / "sac_sb3.png", dpi=110)
-    plt.close(fig)
+    save_curves_figure(fig, axes, ("environment steps", "training wall-clock (s, 1 thread, shared machine)"),
+                       "evaluation return", "SAC on Pendulum-v1, G = 1: modelrl against Stable-Baselines3", "sac_sb3")
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, add_run, common_args, load_results, machine, md_table, plot_seed_group, write_docs_section
+from benchmarks.common import (add_run, common_args, load_results, machine, md_table, plot_seed_group,
+                               save_curves_figure, write_docs_section)
 from benchmarks import sac_sb3
 from benchmarks.sac_sb3 import at, fmt, per_1k, run_ours
 
@@ -27,7 +28,6 @@ from benchmarks.sac_sb3 import at, fmt, per_1k, run_ours
 DEFAULT_STEPS = {("sac", "Pendulum-v1"): 10_000, ("mbpo", "Pendulum-v1"): 4000,
                  ("sac", "InvertedPendulum-v5"): 10_000, ("mbpo", "InvertedPendulum-v5"): 4000}
 DEFAULT_EVAL_EVERY = {"Pendulum-v1": 500, "InvertedPendulum-v5": 250}
-FIGURES = ROOT / "docs" / "figures"
 
 
 def steps_to_reach(curve: dict, target: float) -> int | None:
@@ -40,11 +40,12 @@ def steps_to_reach(curve: dict, target: float) -> int | None:
 
 def mean_curve(group: list[dict]) -> dict:
     """The seed-mean return at the evaluation steps of the run evaluated least often. Evaluations wait
-    for an episode end, so runs evaluate at slightly different steps; each run's return at step g is
-    its first evaluation at or after g."""
+    for an episode end, so runs evaluate at slightly different steps: at grid step g each run gives its
+    first evaluation at or after g, and the point is placed at the latest step so used (never early)."""
     last = min(r["curve"]["step"][-1] for r in group)
     grid = [g for g in min((r["curve"]["step"] for r in group), key=len) if g <= last]
-    return {"step": grid, "return": [float(np.mean([at(r["curve"], g) for r in group])) for g in grid]}
+    used = [max(next(s for s in r["curve"]["step"] if s >= g) for r in group) for g in grid]
+    return {"step": used, "return": [float(np.mean([at(r["curve"], g) for r in group])) for g in grid]}
 
 
 def clock(group: list[dict]) -> str:
@@ -76,8 +77,10 @@ def sample_efficiency(runs: list[dict]) -> tuple[str, float | None]:
         mb = [r for r in runs if r["algo"] == "mbpo" and r["utd"] == utd]
         n = steps_to_reach(mean_curve(mb), target)
         per_seed = ", ".join(f"seed {r['seed']}: {steps_to_reach(r['curve'], target) or 'not reached'}" for r in mb)
-        verdict = "not reached" if n is None else f"{n} steps = {n / n_sac:.2f} of SAC's"
-        lines.append(f"MBPO G = {utd}, {len(mb)} seeds: seed-mean curve reaches it at {verdict} ({per_seed}).")
+        last = min(r["curve"]["step"][-1] for r in mb)
+        verdict = (f"does not reach it within {last} steps" if n is None
+                   else f"reaches it at {n} steps, {n / n_sac:.2f} of SAC's")
+        lines.append(f"MBPO G = {utd}, {len(mb)} seeds: the seed-mean curve {verdict} ({per_seed}).")
     return " ".join(lines), target
 
 
@@ -123,7 +126,6 @@ def plot(data: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    FIGURES.mkdir(parents=True, exist_ok=True)
     for env_id in sorted({r["env"] for r in data["runs"]}):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         runs = [r for r in data["runs"] if r["env"] == env_id]
@@ -131,17 +133,10 @@ def plot(data: dict) -> None:
             for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
                 group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
                 plot_seed_group(axes, group, f"{algo.upper()} G={utd}", style, alpha=0.15, clock=clock(group))
-        axes[0].set_xlabel("environment steps")
-        axes[1].set_xlabel("training time (s, 1 thread; CPU time where recorded)")
         axes[1].set_xscale("log")
-        for ax in axes:
-            ax.set_ylabel("evaluation return")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle(f"{env_id}: SAC and MBPO at several update-to-data ratios G")
-        fig.tight_layout()
-        fig.savefig(FIGURES / f"utd_{env_id}.png", dpi=110)
-        plt.close(fig)
+        save_curves_figure(fig, axes, ("environment steps", "training time (s, 1 thread; CPU time where recorded)"),
+                           "evaluation return", f"{env_id}: SAC and MBPO at several update-to-data ratios G",
+                           f"utd_{env_id}", legend_size=8)
 
 
 def main() -> None:
