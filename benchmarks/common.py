@@ -93,10 +93,15 @@ def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha:
     with ``curve`` = {step, return, <clock>}) and, with several seeds, their min-max band."""
     import numpy as np
 
-    n = min(len(r["curve"]["step"]) for r in runs)
-    steps = np.array(runs[0]["curve"]["step"][:n])
-    ret = np.array([r["curve"]["return"][:n] for r in runs])
-    secs = np.array([r["curve"][clock][:n] for r in runs]).mean(0)
+    # runs evaluate at slightly different steps (evaluations wait for an episode end): align each on
+    # the evaluation steps of the run evaluated least often (each run: its first evaluation at or after
+    # the step; the point is drawn at the latest step so used)
+    grid = [g for g in min((r["curve"]["step"] for r in runs), key=len)
+            if g <= min(r["curve"]["step"][-1] for r in runs)]
+    idx = [[next(i for i, s in enumerate(r["curve"]["step"]) if s >= g) for g in grid] for r in runs]
+    steps = np.array([max(r["curve"]["step"][ix[j]] for r, ix in zip(runs, idx)) for j in range(len(grid))])
+    ret = np.array([[r["curve"]["return"][i] for i in ix] for r, ix in zip(runs, idx)])
+    secs = np.array([[r["curve"][clock][i] for i in ix] for r, ix in zip(runs, idx)]).mean(0)
     label = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
     for ax, x in ((axes[0], steps), (axes[1], secs)):
         line, = ax.plot(x, ret.mean(0), style, label=label)
