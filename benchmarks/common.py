@@ -61,6 +61,37 @@ def add_run(name: str, run: dict, key: tuple[str, ...], header: dict | None = No
     return data
 
 
+CURVE_EXTRAS = ("time_model_s", "time_rollout_s", "time_policy_s", "time_cpu_model_s", "time_cpu_rollout_s",
+                "time_cpu_policy_s", "model_epochs")
+
+
+def curve_from_run(run: Path) -> dict:
+    """A run directory's metrics.csv as a curve: env steps, evaluation return (and std), training
+    wall-clock and CPU seconds, and the agent's time split where it logs one."""
+    import csv
+
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
+             "return_std": [float(r["eval_return_std"]) for r in rows],
+             "train_s": [float(r["train_wall_s"]) for r in rows], "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
+    for key in CURVE_EXTRAS:
+        if rows and rows[-1].get(key) not in (None, ""):
+            curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
+    return curve
+
+
+def align_runs(runs: list[dict]) -> tuple[list[int], list[list[int]]]:
+    """Runs evaluate at slightly different steps (evaluations wait for an episode end). Align them on
+    the evaluation steps of the run evaluated least often: returns, per grid point, the latest step
+    used, and per run the index of its first evaluation at or after each grid point."""
+    last = min(r["curve"]["step"][-1] for r in runs)
+    grid = [g for g in min((r["curve"]["step"] for r in runs), key=len) if g <= last]
+    idx = [[next(i for i, s in enumerate(r["curve"]["step"]) if s >= g) for g in grid] for r in runs]
+    steps = [max(r["curve"]["step"][ix[j]] for r, ix in zip(runs, idx)) for j in range(len(grid))]
+    return steps, idx
+
+
 def common_args(p) -> None:
     """The arguments every learning benchmark takes (seeds, evaluation episodes, resume, report)."""
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -93,13 +124,7 @@ def plot_seed_group(axes, runs: list[dict], label: str, style: str = "-", alpha:
     with ``curve`` = {step, return, <clock>}) and, with several seeds, their min-max band."""
     import numpy as np
 
-    # runs evaluate at slightly different steps (evaluations wait for an episode end): align each on
-    # the evaluation steps of the run evaluated least often (each run: its first evaluation at or after
-    # the step; the point is drawn at the latest step so used)
-    grid = [g for g in min((r["curve"]["step"] for r in runs), key=len)
-            if g <= min(r["curve"]["step"][-1] for r in runs)]
-    idx = [[next(i for i, s in enumerate(r["curve"]["step"]) if s >= g) for g in grid] for r in runs]
-    steps = np.array([max(r["curve"]["step"][ix[j]] for r, ix in zip(runs, idx)) for j in range(len(grid))])
+    steps, idx = align_runs(runs)
     ret = np.array([[r["curve"]["return"][i] for i in ix] for r, ix in zip(runs, idx)])
     secs = np.array([[r["curve"][clock][i] for i in ix] for r, ix in zip(runs, idx)]).mean(0)
     label = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"

@@ -15,27 +15,16 @@ docs/figures/mbpo_<env>.png and the docs section.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from benchmarks.common import ROOT, add_run, load_results, machine, md_table, save_curves_figure, write_docs_section
+from benchmarks.common import ROOT, add_run, curve_from_run, load_results, machine, md_table, save_curves_figure, write_docs_section
 
 # Where the paper's figure is, for the reader to set beside ours (we quote no values read off it).
 PAPER = ("Janner et al. 2019, Figure 2 (Hopper, HalfCheetah, ... on Gym v2; MBPO and SAC mean and std over "
          "seeds against env steps up to 120k-400k)")
-
-
-def curve_from_run(run: Path) -> dict:
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
-    curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
-             "train_s": [float(r["train_wall_s"]) for r in rows], "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
-    for key in ("time_cpu_model_s", "time_cpu_rollout_s", "time_cpu_policy_s", "model_epochs"):
-        if rows and rows[-1].get(key) not in (None, ""):
-            curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
-    return curve
 
 
 def record(algo: str, run: Path, env_id: str | None = None) -> dict:

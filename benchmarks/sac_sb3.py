@@ -13,7 +13,6 @@ benchmark keeps what it measured (and ``--resume`` skips runs already there).
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import add_run, common_args, load_results, machine, md_table, write_docs_section
+from benchmarks.common import add_run, curve_from_run, common_args, load_results, machine, md_table, write_docs_section
 
 ENV = "Pendulum-v1"
 
@@ -42,15 +41,7 @@ def run_ours(algo: str, env_id: str, seed: int, steps: int, eval_every: int, epi
         t0 = time.perf_counter()
         _, run = train(cfg, overrides=overrides or {}, out=Path(tmp) / "run", progress=False)
         total = time.perf_counter() - t0
-        rows = list(csv.DictReader(open(run / "metrics.csv")))
-    curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
-             "return_std": [float(r["eval_return_std"]) for r in rows],
-             "train_s": [float(r["train_wall_s"]) for r in rows],
-             "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
-    for key in ("time_model_s", "time_rollout_s", "time_policy_s", "time_cpu_model_s", "time_cpu_rollout_s",
-                "time_cpu_policy_s"):
-        if key in rows[-1] and rows[-1][key] != "":
-            curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
+        curve = curve_from_run(run)
     curve["total_s"] = total
     return curve
 

@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import (add_run, common_args, load_results, machine, md_table, plot_seed_group,
+from benchmarks.common import (add_run, align_runs, common_args, load_results, machine, md_table, plot_seed_group,
                                save_curves_figure, write_docs_section)
 from benchmarks import sac_sb3
 from benchmarks.sac_sb3 import at, fmt, per_1k, run_ours
@@ -39,13 +39,10 @@ def steps_to_reach(curve: dict, target: float) -> int | None:
 
 
 def mean_curve(group: list[dict]) -> dict:
-    """The seed-mean return at the evaluation steps of the run evaluated least often. Evaluations wait
-    for an episode end, so runs evaluate at slightly different steps: at grid step g each run gives its
-    first evaluation at or after g, and the point is placed at the latest step so used (never early)."""
-    last = min(r["curve"]["step"][-1] for r in group)
-    grid = [g for g in min((r["curve"]["step"] for r in group), key=len) if g <= last]
-    used = [max(next(s for s in r["curve"]["step"] if s >= g) for r in group) for g in grid]
-    return {"step": used, "return": [float(np.mean([at(r["curve"], g) for r in group])) for g in grid]}
+    """The seed-mean return on the aligned evaluation steps (``align_runs``; a point is never placed early)."""
+    steps, idx = align_runs(group)
+    return {"step": steps, "return": [float(np.mean([r["curve"]["return"][ix[j]] for r, ix in zip(group, idx)]))
+                                      for j in range(len(steps))]}
 
 
 def clock(group: list[dict]) -> str:
