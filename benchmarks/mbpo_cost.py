@@ -53,10 +53,8 @@ class OurLoop:
                 self.obs, _ = self.env.reset()
 
     def split(self) -> dict[str, float]:
-        timing = getattr(self.agent, "timing", None)
-        if timing is not None:
-            return {k: timing[f"cpu_{k}"] for k in ("model_s", "rollout_s", "policy_s")}
-        return {"model_s": 0.0, "rollout_s": 0.0, "policy_s": self.agent.cpu_policy_s}
+        timing = self.agent.timing  # SAC has only policy_s
+        return {k: timing.get(f"cpu_{k}", 0.0) for k in ("model_s", "rollout_s", "policy_s")}
 
 
 class SB3Loop:

@@ -147,6 +147,17 @@ def test_resume_after_crash_gives_the_same_metrics(crash_and_resume):
     assert all(math.isfinite(float(r["eval_return"])) for r in a)
 
 
+def test_checkpoints_from_before_the_timing_dict_still_load():
+    """Older SAC checkpoints kept the update time as top-level ``policy_s`` (and later ``cpu_policy_s``)."""
+    env = make_env("Pendulum-v1", seed=0)
+    state = make("sac", env, seed=0).state_dict()
+    del state["timing"]
+    state["policy_s"] = 3.0
+    agent = make("sac", env, seed=0)
+    agent.load_state_dict(state)
+    assert agent.timing == {"policy_s": 3.0, "cpu_policy_s": 0.0}
+
+
 def test_cli_train_sac(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "sac", "--env", "Pendulum-v1", "--steps", "200", "--eval-every", "200", "--eval-episodes", "1",

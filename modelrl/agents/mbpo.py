@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from typing import Any, ClassVar
 
 import gymnasium
@@ -26,7 +25,8 @@ import torch
 from torch import Tensor
 
 from modelrl.agents.base import Agent
-from modelrl.agents.sac import SAC, SACConfig, batch_to_tensors, losses_to_floats, validate_sac_config
+from modelrl.agents.sac import (SAC, SACConfig, batch_to_tensors, charge, clocks, losses_to_floats, new_timing,
+                                timing_columns, validate_sac_config)
 from modelrl.envs.rewards import task_functions
 from modelrl.models.ensemble import make_model
 from modelrl.models.learned import LearnedDynamics
@@ -282,10 +282,7 @@ class MBPOAgent(Agent):
         self.n_real = int(c.batch_size * c.real_ratio) if self.uses_model else c.batch_size  # mbpo.py _training_batch
         self.k = c.rollout_length
         self.fits = 0
-        # Cumulative seconds per part: wall-clock (model_s, ...) and process CPU time (cpu_model_s, ...),
-        # which other jobs on a shared machine do not inflate.
-        self.timing = {k: 0.0 for k in ("model_s", "rollout_s", "policy_s", "cpu_model_s", "cpu_rollout_s",
-                                          "cpu_policy_s")}
+        self.timing = new_timing(("model", "rollout", "policy"))
         self._model_info: dict[str, float] = {}
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
@@ -298,13 +295,13 @@ class MBPOAgent(Agent):
     # -- 1. model: fit on D_env, then branched rollouts into D_model ----------------------------
     def _fit_and_rollout(self, buffer, step: int) -> None:
         c = self.config
-        t0, c0 = time.perf_counter(), time.process_time()
+        mark = clocks()
         data = buffer.all()
         out = self.trainer.fit(data["obs"], data["action"], data["next_obs"],
                                reward=data["reward"] if self.model.learn_reward else None,
                                terminated=data["terminated"] if self.learn_termination else None)
         self.fits += 1
-        t1, c1 = time.perf_counter(), time.process_time()
+        mark = charge(self.timing, "model", mark)
         self.k = rollout_length(c, self.epoch(step))
         m = c.rollouts_per_step * c.model_train_freq  # states rolled out now (official: rollout_batch_size)
         self.pool.resize(c.model_retain_epochs * self.k * c.rollouts_per_step * c.epoch_length)
@@ -312,11 +309,7 @@ class MBPOAgent(Agent):
         start = torch.as_tensor(buffer.obs[idx], device=self.device)
         batch, mean_len = branched_rollouts(self.dynamics, self.sac.policy, start, self.k)
         self.pool.add(batch)
-        t2, c2 = time.perf_counter(), time.process_time()
-        self.timing["model_s"] += t1 - t0
-        self.timing["rollout_s"] += t2 - t1
-        self.timing["cpu_model_s"] += c1 - c0
-        self.timing["cpu_rollout_s"] += c2 - c1
+        charge(self.timing, "rollout", mark)
         self._model_info = {"model_holdout_mse": float(out["holdout_mse_real"]), "model_epochs": float(out["epochs"]),
                             "model_train_loss": float(out["train_loss"]), "rollout_length": float(self.k),
                             "rollout_mean_length": float(mean_len), "model_pool": float(len(self.pool))}
@@ -343,16 +336,15 @@ class MBPOAgent(Agent):
             return {}
         if self.uses_model and (step - c.explore_steps) % c.model_train_freq == 0:
             self._fit_and_rollout(buffer, step)
-        t0, c0 = time.perf_counter(), time.process_time()
+        mark = clocks()
         data = self._batches(buffer, c.utd)
         losses: dict[str, Tensor] = {}
         for g in range(c.utd):
             losses = self.sac.update(*(t[g] for t in data))
         out = losses_to_floats(losses)
-        self.timing["policy_s"] += time.perf_counter() - t0
-        self.timing["cpu_policy_s"] += time.process_time() - c0
+        charge(self.timing, "policy", mark)
         out.update(self._model_info)
-        out.update({f"time_{k}": v for k, v in self.timing.items()})
+        out.update(timing_columns(self.timing))
         return out
 
     def state_dict(self) -> dict[str, Any]:

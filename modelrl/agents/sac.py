@@ -286,6 +286,30 @@ def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tupl
                  for k in ("obs", "action", "reward", "next_obs", "terminated"))
 
 
+def new_timing(parts: tuple[str, ...]) -> dict[str, float]:
+    """Cumulative seconds per part of an agent's update: wall-clock (``<part>_s``) and process CPU time
+    (``cpu_<part>_s``, which other jobs on a shared machine do not inflate)."""
+    return {f"{prefix}{part}_s": 0.0 for prefix in ("", "cpu_") for part in parts}
+
+
+def clocks() -> tuple[float, float]:
+    """(wall-clock, process CPU time) now, the start mark for ``charge``."""
+    return time.perf_counter(), time.process_time()
+
+
+def charge(timing: dict[str, float], part: str, mark: tuple[float, float]) -> tuple[float, float]:
+    """Add the time since ``mark`` to ``part``; returns the new mark (for the next part)."""
+    now = clocks()
+    timing[f"{part}_s"] += now[0] - mark[0]
+    timing[f"cpu_{part}_s"] += now[1] - mark[1]
+    return now
+
+
+def timing_columns(timing: dict[str, float]) -> dict[str, float]:
+    """The metrics.csv columns of a timing dict: ``time_<key>``."""
+    return {f"time_{k}": v for k, v in timing.items()}
+
+
 def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
     return {k: float(v) for k, v in losses.items()}
 
@@ -298,8 +322,7 @@ class SACAgent(Agent):
     def __init__(self, env: gymnasium.Env, config: SACConfig, seed: int = 0) -> None:
         super().__init__(env, config, seed)
         self.sac = SAC(self.obs_dim, self.action_dim, config, seed=seed)
-        self.policy_s = 0.0  # seconds spent in gradient updates (benchmarks report the split)
-        self.cpu_policy_s = 0.0  # the same in process CPU time
+        self.timing = new_timing(("policy",))  # seconds in gradient updates (benchmarks report the split)
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         return self.sac.act(obs, deterministic=eval)
@@ -309,22 +332,23 @@ class SACAgent(Agent):
         c = self.config
         if step <= c.explore_steps:
             return {}
-        t0, c0 = time.perf_counter(), time.process_time()
+        mark = clocks()
         data = batch_to_tensors(buffer.sample(c.utd * c.batch_size), self.sac.device)
         losses: dict[str, Tensor] = {}
         for g in range(c.utd):
             rows = slice(g * c.batch_size, (g + 1) * c.batch_size)
             losses = self.sac.update(*(t[rows] for t in data))
         out = losses_to_floats(losses)
-        self.policy_s += time.perf_counter() - t0
-        self.cpu_policy_s += time.process_time() - c0
-        out["time_policy_s"], out["time_cpu_policy_s"] = self.policy_s, self.cpu_policy_s
+        charge(self.timing, "policy", mark)
+        out.update(timing_columns(self.timing))
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sac": self.sac.state_dict(), "policy_s": self.policy_s, "cpu_policy_s": self.cpu_policy_s}
+        return {"sac": self.sac.state_dict(), "timing": dict(self.timing)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
-        self.policy_s = float(state["policy_s"])
-        self.cpu_policy_s = float(state.get("cpu_policy_s", 0.0))
+        if "timing" in state:
+            self.timing.update(state["timing"])
+        else:  # checkpoints written before the timing dict: top-level policy_s (and later cpu_policy_s)
+            self.timing.update(policy_s=float(state["policy_s"]), cpu_policy_s=float(state.get("cpu_policy_s", 0.0)))
