@@ -5,9 +5,11 @@ import json
 import os
 import platform
 import re
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +81,44 @@ def curve_from_run(run: Path) -> dict:
         if rows and rows[-1].get(key) not in (None, ""):
             curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]
     return curve
+
+
+def run_ours(algo: str, env_id: str, seed: int, steps: int, eval_every: int, episodes: int,
+             overrides: dict | None = None, preset: str | None = None) -> dict:
+    """Train through ``modelrl.runner.train``; returns the curve from metrics.csv."""
+    from modelrl.runner.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(algo, env_id, steps, seed=seed, preset=preset, eval_every=eval_every,
+                          eval_episodes=episodes, checkpoint_every=10 * steps)
+        t0 = time.perf_counter()
+        _, run = train(cfg, overrides=overrides or {}, out=Path(tmp) / "run", progress=False)
+        total = time.perf_counter() - t0
+        curve = curve_from_run(run)
+    curve["total_s"] = total
+    return curve
+
+
+def at(curve: dict, step: int) -> float | None:
+    """The evaluation return at ``step`` (the first evaluation at or after it)."""
+    for s, r in zip(curve["step"], curve["return"]):
+        if s >= step:
+            return r
+    return None
+
+
+def fmt(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    return f"{np.mean(vals):.0f} ± {np.std(vals):.0f}" if len(vals) > 1 else f"{vals[0]:.0f}"
+
+
+def per_1k(runs: list[dict], clock: str = "train_s") -> float | None:
+    """Mean seconds per 1,000 env steps over ``runs`` by ``clock`` (None where a run lacks it)."""
+    if not runs or any(clock not in r["curve"] for r in runs):
+        return None
+    return float(np.mean([r["curve"][clock][-1] / r["curve"]["step"][-1] * 1000 for r in runs]))
 
 
 def align_runs(runs: list[dict]) -> tuple[list[int], list[list[int]]]:

@@ -13,14 +13,13 @@ benchmark keeps what it measured (and ``--resume`` skips runs already there).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import add_run, curve_from_run, common_args, load_results, machine, md_table, write_docs_section
+from benchmarks.common import (add_run, at, common_args, fmt, load_results, machine, md_table, per_1k, run_ours,
+                               write_docs_section)
 
 ENV = "Pendulum-v1"
 
@@ -28,22 +27,6 @@ ENV = "Pendulum-v1"
 def eval_seed(seed: int, i: int) -> int:
     """The reset seed of evaluation episode i (the one ``modelrl.runner.train.evaluate`` uses)."""
     return 10_000 + 1000 * seed + i
-
-
-def run_ours(algo: str, env_id: str, seed: int, steps: int, eval_every: int, episodes: int,
-             overrides: dict | None = None, preset: str | None = None) -> dict:
-    """Train through ``modelrl.runner.train``; returns the curve from metrics.csv."""
-    from modelrl.runner.train import TrainConfig, train
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(algo, env_id, steps, seed=seed, preset=preset, eval_every=eval_every,
-                          eval_episodes=episodes, checkpoint_every=10 * steps)
-        t0 = time.perf_counter()
-        _, run = train(cfg, overrides=overrides or {}, out=Path(tmp) / "run", progress=False)
-        total = time.perf_counter() - t0
-        curve = curve_from_run(run)
-    curve["total_s"] = total
-    return curve
 
 
 def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
@@ -80,28 +63,6 @@ def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
         curve["train_cpu_s"].append(round(train_cpu, 3))
     curve["total_s"] = time.perf_counter() - t_total
     return curve
-
-
-def at(curve: dict, step: int) -> float | None:
-    """The evaluation return at ``step`` (the first evaluation at or after it)."""
-    for s, r in zip(curve["step"], curve["return"]):
-        if s >= step:
-            return r
-    return None
-
-
-def fmt(values: list[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "-"
-    return f"{np.mean(vals):.0f} ± {np.std(vals):.0f}" if len(vals) > 1 else f"{vals[0]:.0f}"
-
-
-def per_1k(runs: list[dict], clock: str = "train_s") -> float | None:
-    """Mean seconds per 1,000 env steps over ``runs`` by ``clock`` (None where a run lacks it)."""
-    if not runs or any(clock not in r["curve"] for r in runs):
-        return None
-    return float(np.mean([r["curve"][clock][-1] / r["curve"]["step"][-1] * 1000 for r in runs]))
 
 
 def report(data: dict) -> str:

@@ -19,10 +19,9 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import (add_run, align_runs, common_args, load_results, machine, md_table, plot_seed_group,
-                               save_curves_figure, write_docs_section)
+from benchmarks.common import (add_run, align_runs, at, common_args, fmt, load_results, machine, md_table, per_1k,
+                               plot_seed_group, run_ours, save_curves_figure, write_docs_section)
 from benchmarks import sac_sb3
-from benchmarks.sac_sb3 import at, fmt, per_1k, run_ours
 
 # Steps per run where --steps is not given: SAC long enough to have its 10k-step return, MBPO a third.
 DEFAULT_STEPS = {("sac", "Pendulum-v1"): 10_000, ("mbpo", "Pendulum-v1"): 4000,
