@@ -3,6 +3,7 @@
     python -m benchmarks.utd [--envs Pendulum-v1 InvertedPendulum-v5] [--algos sac mbpo] [--utds 1 5 20]
                              [--seeds 0 1 2] [--steps N] [--eval-every N] [--episodes 10] [--resume]
     python -m benchmarks.utd --report      # tables and plot from benchmarks/results/utd.json only
+    python -m benchmarks.utd --from-run RUN_DIR [--variant TEXT]   # record a `modelrl train` run directory
 
 Every run trains through ``modelrl.runner.train`` with the agent's defaults for the task (MBPO:
 the official per-task settings, ``modelrl.agents.mbpo.TASK_DEFAULTS``) except G. Recorded per
@@ -11,22 +12,59 @@ model training, model rollouts and policy updates. Each finished run is appended
 benchmarks/results/utd.json at once; ``--resume`` skips runs already there. The report gives
 returns at fixed env-step budgets, wall-clock per 1,000 env steps, the env steps each run needs
 to reach SAC (G = 1)'s return at 10,000 steps, and a plot (docs/figures/utd_<env>.png).
+
+A run's ``variant`` (None: the defaults) names settings other than the defaults, e.g. runs kept
+from before a default changed; variants are reported as rows of their own and never enter the
+acceptance check.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
+import yaml
 import torch
 
-from benchmarks.common import (add_run, align_runs, at, common_args, fmt, load_results, machine, md_table, per_1k,
-                               plot_seed_group, run_ours, save_curves_figure, write_docs_section)
+from benchmarks.common import (add_run, align_runs, at, common_args, curve_from_run, fmt, load_results, machine,
+                               md_table, per_1k, plot_seed_group, run_ours, save_curves_figure, write_docs_section)
 from benchmarks import sac_sb3
 
 # Steps per run where --steps is not given: SAC long enough to have its 10k-step return, MBPO a third.
 DEFAULT_STEPS = {("sac", "Pendulum-v1"): 10_000, ("mbpo", "Pendulum-v1"): 4000,
                  ("sac", "InvertedPendulum-v5"): 10_000, ("mbpo", "InvertedPendulum-v5"): 4000}
 DEFAULT_EVAL_EVERY = {"Pendulum-v1": 500, "InvertedPendulum-v5": 250}
+KEY = ("env", "algo", "utd", "seed", "variant")
+
+
+def groups(runs: list[dict], algo: str) -> list[tuple[int, str | None, list[dict]]]:
+    """(G, variant, runs) for ``algo``: the defaults (variant None) first at each G."""
+    keys = sorted({(r["utd"], r.get("variant") or "") for r in runs if r["algo"] == algo})
+    return [(utd, v or None, [r for r in runs if r["algo"] == algo and r["utd"] == utd and (r.get("variant") or "") == v])
+            for utd, v in keys]
+
+
+def name(algo: str, utd: int, variant: str | None) -> str:
+    return f"{algo.upper()} G={utd}" + (f" ({variant})" if variant else "")
+
+
+def record(run_dir: Path, variant: str | None) -> dict:
+    """A ``modelrl train`` run directory as a study run (G as the agent resolved it for the task)."""
+    from modelrl.agents import agent_classes, build_config
+    from modelrl.envs import make_env
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    t = saved["train"]
+    config_cls, agent_cls = agent_classes(t["algo"])
+    env = make_env(t["env"], seed=t["seed"])
+    utd = agent_cls(env, build_config(config_cls, None, **saved["agent"]), seed=t["seed"]).config.utd
+    env.close()
+    curve = curve_from_run(run_dir)
+    run = {"env": t["env"], "algo": t["algo"], "utd": int(utd), "seed": t["seed"], "steps": curve["step"][-1],
+           "episodes": t["eval_episodes"], "curve": curve, "source": f"modelrl train, {run_dir.name}"}
+    if variant:
+        run["variant"] = variant
+    return add_run("utd", run, KEY, {"machine": machine()})
 
 
 def steps_to_reach(curve: dict, target: float) -> int | None:
@@ -62,15 +100,17 @@ def split(group: list[dict]) -> str:
 def sample_efficiency(runs: list[dict]) -> tuple[str, float | None]:
     """The acceptance check: env steps the seed-mean MBPO curve needs to reach SAC (G = 1)'s seed-mean
     return at 10,000 steps, against the steps SAC's seed-mean curve needs for it."""
-    sac = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1 and at(r["curve"], 10_000) is not None]
+    sac = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1 and not r.get("variant")
+           and at(r["curve"], 10_000) is not None]
     if not sac:
         return "SAC (G = 1) at 10,000 steps: not measured.", None
     target = float(np.mean([at(r["curve"], 10_000) for r in sac]))
     n_sac = steps_to_reach(mean_curve(sac), target)
     lines = [f"SAC (G = 1), {len(sac)} seeds: {target:.0f} at 10,000 steps; its seed-mean curve first reaches it at "
              f"{n_sac} steps, a third of which is {n_sac / 3:.0f}."]
-    for utd in sorted({r["utd"] for r in runs if r["algo"] == "mbpo"}):
-        mb = [r for r in runs if r["algo"] == "mbpo" and r["utd"] == utd]
+    for utd, variant, mb in groups(runs, "mbpo"):
+        if variant:
+            continue
         n = steps_to_reach(mean_curve(mb), target)
         per_seed = ", ".join(f"seed {r['seed']}: {steps_to_reach(r['curve'], target) or 'not reached'}" for r in mb)
         last = min(r["curve"]["step"][-1] for r in mb)
@@ -94,21 +134,19 @@ def report(data: dict) -> str:
         budgets = [1000, 2000, 3000, 5000, 10_000]
         rows = []
         for algo in ("sac", "mbpo"):
-            for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
-                group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
+            for utd, variant, group in groups(runs, algo):
                 reach = [steps_to_reach(r["curve"], target) if target is not None else None for r in group]
                 eps = sorted({r.get("episodes", 10) for r in group})
-                rows.append([algo, utd, len(group), "/".join(map(str, eps))]
+                rows.append([algo, f"{utd} ({variant})" if variant else utd, len(group), "/".join(map(str, eps))]
                             + [fmt([at(r["curve"], b) for r in group]) for b in budgets]
                             + [", ".join("-" if x is None else f"{x}" for x in reach),
                                f"{per_1k(group, clock(group)):.0f}", split(group)])
         header = (["algo", "G", "seeds", "eval episodes"] + [f"@{b // 1000}k" for b in budgets]
                   + ["steps to target", "s / 1k steps", "model / rollout / policy s per 1k"])
         cost = ""
-        sac1 = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1]
-        for utd in sorted({r["utd"] for r in runs if r["algo"] == "mbpo"}):
-            mb = [r for r in runs if r["algo"] == "mbpo" and r["utd"] == utd]
-            if sac1 and clock(mb) == clock(sac1):
+        sac1 = [r for r in runs if r["algo"] == "sac" and r["utd"] == 1 and not r.get("variant")]
+        for utd, variant, mb in groups(runs, "mbpo"):
+            if sac1 and not variant and clock(mb) == clock(sac1):
                 cost += (f" MBPO at G = {utd} costs {per_1k(mb, clock(mb)) / per_1k(sac1, clock(sac1)):.1f}x SAC (G = 1) "
                          "per env step.")
         parts.append(f"#### {env_id}\n\n{summary}{cost}\n\n" + md_table(header, rows)
@@ -126,9 +164,9 @@ def plot(data: dict) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         runs = [r for r in data["runs"] if r["env"] == env_id]
         for algo, style in (("sac", "--"), ("mbpo", "-")):
-            for utd in sorted({r["utd"] for r in runs if r["algo"] == algo}):
-                group = [r for r in runs if r["algo"] == algo and r["utd"] == utd]
-                plot_seed_group(axes, group, f"{algo.upper()} G={utd}", style, alpha=0.15, clock=clock(group))
+            for utd, variant, group in groups(runs, algo):
+                plot_seed_group(axes, group, name(algo, utd, variant), ":" if variant else style, alpha=0.15,
+                                clock=clock(group))
         axes[1].set_xscale("log")
         save_curves_figure(fig, axes, ("environment steps", "training time (s, 1 thread; CPU time where recorded)"),
                            "evaluation return", f"{env_id}: SAC and MBPO at several update-to-data ratios G",
@@ -143,16 +181,21 @@ def main() -> None:
     p.add_argument("--utds", type=int, nargs="+", default=[1, 5, 20])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--from-run", type=Path, nargs="+", default=[], metavar="RUN_DIR",
+                   help="record these `modelrl train` run directories instead of training")
+    p.add_argument("--variant", default=None, help="with --from-run: what the runs change from the defaults")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load_results("utd") if (args.resume or args.report) else {}
     data.setdefault("runs", [])
-    key = ("env", "algo", "utd", "seed")
-    for seed in [] if args.report else args.seeds:
+    key = KEY
+    for run_dir in args.from_run:
+        data = record(run_dir, args.variant)
+    for seed in [] if (args.report or args.from_run) else args.seeds:
         for env_id in args.envs:
             for algo in args.algos:
                 for utd in args.utds:
-                    if any(tuple(r[k] for k in key) == (env_id, algo, utd, seed) for r in data["runs"]):
+                    if any(tuple(r.get(k) for k in key) == (env_id, algo, utd, seed, None) for r in data["runs"]):
                         continue
                     steps = args.steps or DEFAULT_STEPS.get((algo, env_id), 10_000)
                     every = args.eval_every or DEFAULT_EVAL_EVERY.get(env_id, 1000)
