@@ -48,8 +48,9 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/modelrl plan mppi --env Pendulum-v1 --episodes 3
 
+# One pytest worker per logical CPU (at most 4; pytest-xdist), the slowest tests listed at the end.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n logical --maxprocesses=4 --durations=15
 
 # From zero to a trained agent, its learning curve and a video (README, "From zero to a trained agent").
 quickstart: $(VENV)/.installed-video

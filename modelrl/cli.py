@@ -293,9 +293,9 @@ def eval_command(args: EvalArgs) -> int:
         table.add_row(str(i), str(res["reset_seeds"][i]), f"{r:.1f}", str(n))
     table.add_row("mean", "", f"{res['mean_return']:.1f} ± {res['std_return']:.1f}", "", style="bold")
     console.print(table)
-    console.print(f"wrote {Path(args.run) / 'eval.json'}")
+    console.print(f"wrote {Path(args.run) / 'eval.json'}", soft_wrap=True)
     for v in res["videos"]:
-        console.print(f"wrote {v}")
+        console.print(f"wrote {v}", soft_wrap=True)
     return 0
 
 
@@ -328,7 +328,7 @@ def plot_command(args: PlotArgs) -> int:
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", soft_wrap=True)
     return 0
 
 
@@ -395,7 +395,8 @@ def sweep_command(args: SweepArgs) -> int:
     failed = json.loads((res.sweep_dir / "summary.json").read_text())["failed_trials"]
     if failed:
         console.print(f"[yellow]{len(failed)} trial(s) failed[/yellow] (summary.json lists them): {failed[0]}")
-    console.print(f"wrote {res.table} (one row per trial), {res.sweep_dir / 'summary.json'}, {res.plot}")
+    console.print(f"wrote {res.table} (one row per trial), {res.sweep_dir / 'summary.json'}, {res.plot}",
+                  soft_wrap=True)
     return 0
 
 
@@ -490,7 +491,7 @@ def diagnose(args: DiagnoseArgs) -> int:
         if j <= len(res["k_step_mse"]):
             table.add_row(f"{j}-step open-loop MSE", f"{res['k_step_mse'][j - 1]:.3g}")
     console.print(table)
-    console.print(f"wrote {args.run / 'diagnostics.json'} and {args.run / 'plots' / 'diagnostics.png'}")
+    console.print(f"wrote {args.run / 'diagnostics.json'} and {args.run / 'plots' / 'diagnostics.png'}", soft_wrap=True)
     return 0
 
 
