@@ -108,7 +108,8 @@ def sample_efficiency(runs: list[dict]) -> tuple[str, float | None]:
     n_sac = steps_to_reach(mean_curve(sac), target)
     lines = [f"SAC (G = 1), {len(sac)} seeds: {target:.0f} at 10,000 steps; its seed-mean curve first reaches it at "
              f"{n_sac} steps, a third of which is {n_sac / 3:.0f}."]
-    for utd, variant, mb in groups(runs, "mbpo"):
+    contenders = [("sac", *g) for g in groups(runs, "sac") if g[0] > 1] + [("mbpo", *g) for g in groups(runs, "mbpo")]
+    for algo, utd, variant, mb in contenders:
         if variant:
             continue
         n = steps_to_reach(mean_curve(mb), target)
@@ -116,7 +117,7 @@ def sample_efficiency(runs: list[dict]) -> tuple[str, float | None]:
         last = min(r["curve"]["step"][-1] for r in mb)
         verdict = (f"does not reach it within {last} steps" if n is None
                    else f"reaches it at {n} steps, {n / n_sac:.2f} of SAC's")
-        lines.append(f"MBPO G = {utd}, {len(mb)} seeds: the seed-mean curve {verdict} ({per_seed}).")
+        lines.append(f"{algo.upper()} G = {utd}, {len(mb)} seeds: the seed-mean curve {verdict} ({per_seed}).")
     return " ".join(lines), target
 
 
