@@ -67,7 +67,8 @@ def report(data: dict) -> str:
             per_k = c["train_cpu_s"][-1] / c["step"][-1] * 1000
             split = "-"
             if "time_cpu_policy_s" in c:
-                split = " / ".join(f"{c[f'time_cpu_{k}_s'][-1]:.0f}" for k in ("model", "rollout", "policy"))
+                split = " / ".join(f"{c[f'time_cpu_{k}_s'][-1]:.0f}" if f"time_cpu_{k}_s" in c else "-"
+                                   for k in ("model", "rollout", "policy"))
             rows.append([r["algo"], r["seed"], c["step"][-1], *vals, f"{max(c['return']):.0f}", f"{per_k:.0f}", split])
         parts.append(f"#### {env_id}\n\n" + md_table(
             ["algo", "seed", "env steps run", *[f"@{b // 1000}k" for b in budgets], "best", "CPU s / 1k steps",
