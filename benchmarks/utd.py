@@ -189,14 +189,13 @@ def main() -> None:
     torch.set_num_threads(1)
     data = load_results("utd") if (args.resume or args.report) else {}
     data.setdefault("runs", [])
-    key = KEY
     for run_dir in args.from_run:
         data = record(run_dir, args.variant)
     for seed in [] if (args.report or args.from_run) else args.seeds:
         for env_id in args.envs:
             for algo in args.algos:
                 for utd in args.utds:
-                    if any(tuple(r.get(k) for k in key) == (env_id, algo, utd, seed, None) for r in data["runs"]):
+                    if any(tuple(r.get(k) for k in KEY) == (env_id, algo, utd, seed, None) for r in data["runs"]):
                         continue
                     steps = args.steps or DEFAULT_STEPS.get((algo, env_id), 10_000)
                     every = args.eval_every or DEFAULT_EVAL_EVERY.get(env_id, 1000)
@@ -206,12 +205,12 @@ def main() -> None:
                         run = {"env": env_id, "algo": algo, "utd": utd, "seed": seed, "steps": shared[0]["curve"]["step"][-1],
                                "episodes": load_results("sac_sb3")["episodes"], "curve": shared[0]["curve"],
                                "source": f"benchmarks.sac_sb3 (the same run: modelrl SAC, G = 1, seed {seed})"}
-                        data = add_run("utd", run, key, {"machine": machine()})
+                        data = add_run("utd", run, KEY, {"machine": machine()})
                         continue
                     curve = run_ours(algo, env_id, seed, steps, every, args.episodes, overrides={"utd": utd})
                     run = {"env": env_id, "algo": algo, "utd": utd, "seed": seed, "steps": steps,
                            "episodes": args.episodes, "curve": curve}
-                    data = add_run("utd", run, key, {"machine": machine()})
+                    data = add_run("utd", run, KEY, {"machine": machine()})
                     print(f"{algo} G={utd} {env_id} seed {seed}: "
                           + ", ".join(f"{s}: {r:.0f}" for s, r in zip(curve["step"], curve["return"]))
                           + f" | {curve['train_s'][-1]:.0f} s training", flush=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -80,3 +81,28 @@ class Agent(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+# -- time accounting shared by the agents (metrics.csv columns time_<part>_s, time_cpu_<part>_s)
+def new_timing(parts: tuple[str, ...]) -> dict[str, float]:
+    """Cumulative seconds per part of an agent's update: wall-clock (``<part>_s``) and process CPU time
+    (``cpu_<part>_s``, which other jobs on a shared machine do not inflate)."""
+    return {f"{prefix}{part}_s": 0.0 for prefix in ("", "cpu_") for part in parts}
+
+
+def clocks() -> tuple[float, float]:
+    """(wall-clock, process CPU time) now, the start mark for ``charge``."""
+    return time.perf_counter(), time.process_time()
+
+
+def charge(timing: dict[str, float], part: str, mark: tuple[float, float]) -> tuple[float, float]:
+    """Add the time since ``mark`` to ``part``; returns the new mark (for the next part)."""
+    now = clocks()
+    timing[f"{part}_s"] += now[0] - mark[0]
+    timing[f"cpu_{part}_s"] += now[1] - mark[1]
+    return now
+
+
+def timing_columns(timing: dict[str, float]) -> dict[str, float]:
+    """The metrics.csv columns of a timing dict: ``time_<key>``."""
+    return {f"time_{k}": v for k, v in timing.items()}

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modelrl.agents.base import Agent
-from modelrl.agents.sac import (SAC, SACConfig, batch_to_tensors, charge, clocks, losses_to_floats, new_timing,
-                                timing_columns, validate_sac_config)
+from modelrl.agents.base import Agent, charge, clocks, new_timing, timing_columns
+from modelrl.agents.sac import SAC, SACConfig, batch_to_tensors, losses_to_floats, validate_sac_config
 from modelrl.envs.rewards import task_functions
 from modelrl.models.ensemble import make_model
 from modelrl.models.learned import LearnedDynamics

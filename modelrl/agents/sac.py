@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from typing import Any, ClassVar
 
 import gymnasium
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.agents.base import Agent, AgentConfig
+from modelrl.agents.base import Agent, AgentConfig, charge, clocks, new_timing, timing_columns
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3 sac/policies.py and softlearning: clip of the policy's log std
 
@@ -284,30 +283,6 @@ def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tupl
     """A replay-buffer batch as (obs, action, reward, next_obs, terminated) float32 tensors."""
     return tuple(torch.as_tensor(batch[k], device=device).float()
                  for k in ("obs", "action", "reward", "next_obs", "terminated"))
-
-
-def new_timing(parts: tuple[str, ...]) -> dict[str, float]:
-    """Cumulative seconds per part of an agent's update: wall-clock (``<part>_s``) and process CPU time
-    (``cpu_<part>_s``, which other jobs on a shared machine do not inflate)."""
-    return {f"{prefix}{part}_s": 0.0 for prefix in ("", "cpu_") for part in parts}
-
-
-def clocks() -> tuple[float, float]:
-    """(wall-clock, process CPU time) now, the start mark for ``charge``."""
-    return time.perf_counter(), time.process_time()
-
-
-def charge(timing: dict[str, float], part: str, mark: tuple[float, float]) -> tuple[float, float]:
-    """Add the time since ``mark`` to ``part``; returns the new mark (for the next part)."""
-    now = clocks()
-    timing[f"{part}_s"] += now[0] - mark[0]
-    timing[f"cpu_{part}_s"] += now[1] - mark[1]
-    return now
-
-
-def timing_columns(timing: dict[str, float]) -> dict[str, float]:
-    """The metrics.csv columns of a timing dict: ``time_<key>``."""
-    return {f"time_{k}": v for k, v in timing.items()}
 
 
 def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
