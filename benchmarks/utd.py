@@ -20,6 +20,7 @@ acceptance check.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,31 @@ def name(algo: str, utd: int, variant: str | None) -> str:
 
 
 def record(run_dir: Path, variant: str | None) -> dict:
-    """A ``modelrl train`` run directory as a study run (G as the agent resolved it for the task)."""
+    """A ``modelrl train`` run directory as a study run (G as the agent resolved it for the task).
+
+    A run recorded without ``variant`` must have used the defaults (any G): otherwise it would enter
+    the acceptance check under the defaults' name, so the differing fields are named in the error."""
     from modelrl.agents import agent_classes, build_config
     from modelrl.envs import make_env
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     t = saved["train"]
     config_cls, agent_cls = agent_classes(t["algo"])
-    env = make_env(t["env"], seed=t["seed"])
-    utd = agent_cls(env, build_config(config_cls, None, **saved["agent"]), seed=t["seed"]).config.utd
-    env.close()
+
+    def resolved(fields: dict) -> dict:
+        env = make_env(t["env"], seed=t["seed"])
+        config = agent_cls(env, build_config(config_cls, t.get("preset"), **fields), seed=t["seed"]).config
+        env.close()
+        return dataclasses.asdict(config)
+
+    used = resolved(saved["agent"])
+    utd = used["utd"]
+    if not variant:
+        defaults = resolved({"utd": utd})
+        differ = sorted(k for k in used if used[k] != defaults[k] and k not in ("device",))
+        if differ:
+            raise ValueError(f"{run_dir} differs from the defaults in {', '.join(differ)}: "
+                             "record it with --variant TEXT naming what it changes")
     curve = curve_from_run(run_dir)
     run = {"env": t["env"], "algo": t["algo"], "utd": int(utd), "seed": t["seed"], "steps": curve["step"][-1],
            "episodes": t["eval_episodes"], "curve": curve, "source": f"modelrl train, {run_dir.name}"}

@@ -1,0 +1,28 @@
+"""Benchmark bookkeeping that decides what a results table claims (the benchmarks themselves run in benchmarks/)."""
+import pytest
+import yaml
+
+from benchmarks import common, utd
+
+
+def fake_run(path, agent: dict):
+    """A `modelrl train` run directory with two evaluation rows (no training needed to record it)."""
+    path.mkdir()
+    train = {"algo": "mbpo", "env": "Pendulum-v1", "seed": 0, "preset": None, "eval_episodes": 10}
+    (path / "config.yaml").write_text(yaml.safe_dump({"train": train, "agent": agent}))
+    (path / "metrics.csv").write_text("env_step,eval_return,eval_return_std,train_wall_s,train_cpu_s\n"
+                                      "500,-900,10,5,5\n1000,-300,10,10,10\n")
+    return path
+
+
+def test_utd_records_a_run_under_the_defaults_only_if_it_used_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    plain = fake_run(tmp_path / "plain", {"utd": 5})  # G is what the study varies
+    data = utd.record(plain, None)
+    assert [(r["algo"], r["utd"], r.get("variant"), r["curve"]["return"]) for r in data["runs"]] == [
+        ("mbpo", 5, None, [-900.0, -300.0])]
+    changed = fake_run(tmp_path / "changed", {"explore_steps": 123, "critic_layernorm": True})
+    with pytest.raises(ValueError, match="critic_layernorm, explore_steps"):
+        utd.record(changed, None)
+    data = utd.record(changed, "LayerNorm, 123 random steps")
+    assert [r.get("variant") for r in data["runs"]] == [None, "LayerNorm, 123 random steps"]
