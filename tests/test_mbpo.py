@@ -126,8 +126,8 @@ def test_model_rollouts_follow_the_real_dynamics_after_a_fit():
 @pytest.mark.slow
 def test_mbpo_learns_pendulum_swing_up_in_1800_steps(tmp_path):
     """MBPO at the task's defaults (G = 20, 1,000 random steps) on seed 0: mean return of 3 evaluation
-    episodes >= -300 at 1,800 steps. The same run in benchmarks/utd.py (10 episodes): -123 at 1,200
-    steps, -659 at 1,400, -109 from 1,600 to 3,000. SAC at G = 1 is near -1,000 at 2,000 steps
+    episodes >= -300 at 1,800 steps. The same seed in the UTD study (a `modelrl train` run evaluated on
+    10 episodes every 200 steps): -124 at 1,200 steps, -659 at 1,400, -109 from 1,600 to 3,000. SAC at G = 1 is near -1,000 at 2,000 steps
     (-935, -1,142, -1,075 on seeds 0-2).
     """
     from modelrl.runner.train import train
