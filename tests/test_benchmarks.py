@@ -17,7 +17,8 @@ def fake_run(path, agent: dict):
 
 def test_utd_records_a_run_under_the_defaults_only_if_it_used_them(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    plain = fake_run(tmp_path / "plain", {"utd": 5})  # G is what the study varies
+    # G is what the study varies; resolved fields as config.yaml now holds them (a list for a tuple) are defaults
+    plain = fake_run(tmp_path / "plain", {"utd": 5, "explore_steps": 1000, "rollout_epochs": [1, 15]})
     data = utd.record(plain, None)
     assert [(r["algo"], r["utd"], r.get("variant"), r["curve"]["return"]) for r in data["runs"]] == [
         ("mbpo", 5, None, [-900.0, -300.0])]

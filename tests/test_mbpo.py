@@ -1,10 +1,11 @@
 """MBPO: per-task settings, the rollout schedule, batched branched rollouts, D_model, mixed batches,
-learning Pendulum-v1 in 2,000 steps, exact resume, bad input and the command line. Learning curves
+learning Pendulum-v1 in 1,800 steps, exact resume, bad input and the command line. Learning curves
 (3 seeds, beside SAC) are in benchmarks/utd.py."""
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from modelrl.agents import make
 from modelrl.agents.mbpo import MBPOConfig, ModelPool, branched_rollouts, resolve_config, rollout_length
@@ -127,8 +128,8 @@ def test_model_rollouts_follow_the_real_dynamics_after_a_fit():
 def test_mbpo_learns_pendulum_swing_up_in_1800_steps(tmp_path):
     """MBPO at the task's defaults (G = 20, 1,000 random steps) on seed 0: mean return of 3 evaluation
     episodes >= -300 at 1,800 steps. The same seed in the UTD study (a `modelrl train` run evaluated on
-    10 episodes every 200 steps): -124 at 1,200 steps, -659 at 1,400, -109 from 1,600 to 3,000. SAC at G = 1 is near -1,000 at 2,000 steps
-    (-935, -1,142, -1,075 on seeds 0-2).
+    10 episodes every 200 steps): -124 at 1,200 steps, -659 at 1,400, -109 from 1,600 to 3,000.
+    SAC at G = 1 is near -1,000 at 2,000 steps (-935, -1,142, -1,075 on seeds 0-2).
     """
     from modelrl.runner.train import train
 
@@ -177,5 +178,7 @@ def test_cli_train_mbpo(tmp_path, capsys):
         args += [f"--{k.replace('_', '-')}"] + ([str(x) for x in v] if isinstance(v, tuple) else [str(v)])
     assert main(args) == 0
     assert rows(out)[0]["env_step"] == "300" and "model_holdout_mse" in rows(out)[0]
+    saved = yaml.safe_load((out / "config.yaml").read_text())["agent"]
+    assert saved["target_entropy"] == -0.05  # the task's value as resolved, not None: a later default change can't alter it
     assert main(["train", "mbpo", "--real-ratio", "2", "--steps", "10", "--out", str(tmp_path / "bad")]) == 2
     assert "real_ratio" in capsys.readouterr().out

@@ -104,7 +104,9 @@ def train(
 
     if run_dir is None:
         run_dir = create_run_dir(out or default_run_dir(cfg.algo, cfg.env, cfg.seed))
-        save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent_config)})
+        # the config as the agent resolved it (MBPO fills per-task values), so a resume or a later
+        # reader sees what ran even after a default changes
+        save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent.config)})
     attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
     step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
     eval_s = 0.0  # wall-clock spent evaluating, so train_wall_s can leave it out
