@@ -49,6 +49,8 @@ class PlanArgs:
     """Any other planner keyword as KEY=VALUE (e.g. --opt momentum=0.2 noise_beta=2.0)."""
     no_save: bool = False
     """Do not write a run directory."""
+    device: str = "auto"
+    """Where the planner samples and rolls out: auto (CUDA where available), cpu, cuda or cuda:N."""
 
 
 def _planner_overrides(args: PlanArgs) -> dict:
@@ -72,7 +74,7 @@ def plan(args: PlanArgs) -> int:
     try:
         result = run_plan(args.planner, args.env, episodes=args.episodes, seed=args.seed,
                           planner_kwargs=_planner_overrides(args), out=args.out, max_steps=args.max_steps,
-                          save=not args.no_save)
+                          save=not args.no_save, device=args.device)
     except TypeError as err:  # a keyword the chosen planner does not take
         console.print(f"[red]error:[/red] {err}")
         return 2
@@ -125,6 +127,9 @@ class LoopArgs:
     checkpoint_every: int | None = None
     """Checkpoint every this many steps (at episode ends); default: eval_every."""
     action_repeat: int = 1
+    device: str | None = None
+    """auto (CUDA where available, else the CPU; the default), cpu, cuda or cuda:N; with --resume, moves the
+    run there (a run resumes on any device)."""
     no_progress: bool = False
 
 
@@ -228,7 +233,7 @@ def train_command(argv: list[str]) -> int:
 
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in file_cfg["train"].items() if k in train_fields}
-    values.update({k: getattr(args, k) for k in loop_names & train_fields})
+    values.update({k: getattr(args, k) for k in loop_names & train_fields if not (k == "device" and args.device is None)})
     values["algo"] = algo
     cfg = TrainConfig(**values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
@@ -237,7 +242,8 @@ def train_command(argv: list[str]) -> int:
         if args.resume is not None and (Path(args.resume) / "config.yaml").exists():
             expert = (yaml.safe_load((Path(args.resume) / "config.yaml").read_text()).get("agent") or {}).get("expert")
         progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
-        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress)
+        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress,
+                           device=args.device)
     except (ValueError, TrainingError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
@@ -271,6 +277,10 @@ class EvalArgs:
     """Cut episodes after this many steps (default: the env's time limit)."""
     fps: int | None = None
     """Video frame rate (default: the env's render_fps)."""
+    device: str = "auto"
+    """Where the agent runs: auto (CUDA where available), cpu, cuda or cuda:N; any device loads any run."""
+    sequential: bool = False
+    """Run the episodes one after another instead of in lockstep (one batched plan per step for all)."""
 
 
 def eval_command(args: EvalArgs) -> int:
@@ -282,7 +292,8 @@ def eval_command(args: EvalArgs) -> int:
     console = Console()
     try:
         res = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, video=args.video,
-                           video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps)
+                           video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps,
+                           device=args.device, lockstep=not args.sequential)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2

@@ -118,8 +118,11 @@ def test_lqr_errors():
     with pytest.raises(ValueError, match="inverted"):
         LQR(A, B, Q, R, action_space=(np.ones(2), -np.ones(2)))
     lqr = LQR(A, B, Q, R)
+    with pytest.raises(ValueError, match="shape"):
+        lqr.act(x0[None, None])
     with pytest.raises(ValueError, match="one state"):
-        lqr.act(x0[None])
+        lqr.cost(x0[None])
+    assert np.allclose(lqr.act(np.stack([x0, 2 * x0])), np.stack([lqr.act(x0), lqr.act(2 * x0)]), atol=1e-6)
     with pytest.raises(ValueError, match="entries"):
         lqr.act(x0[:3])
     with pytest.raises(ValueError, match="NaN"):
@@ -277,8 +280,8 @@ def test_ilqr_bad_input():
     with pytest.raises(ValueError, match="derivatives"):
         ILQR(dyn, (-1.0, 1.0), horizon=5, derivatives="finite-differences")
     planner = ILQR(dyn, (-1.0, 1.0), horizon=5)
-    with pytest.raises(ValueError, match="one state"):
-        planner.act(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        planner.act(np.zeros((1, 1, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="entries"):
         planner.act(np.zeros(4))
     with pytest.raises(ValueError, match="NaN"):

@@ -44,7 +44,7 @@ def test_bad_input_errors(cls):
         cls(dyn, (np.array([1.0]), np.array([-1.0])), horizon=5)
     planner = cls(dyn, UNIT, horizon=5, seed=0)
     with pytest.raises(ValueError, match="shape"):
-        planner.act(np.zeros((1, 3), dtype=np.float32))
+        planner.act(np.zeros((1, 1, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="entries"):
         planner.act(np.zeros(4, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
@@ -127,7 +127,7 @@ def test_mppi_control_cost_pulls_the_mean_towards_zero():
     for cc in (False, True):
         planner = MPPI(Flat(), UNIT, horizon=4, num_samples=2000, noise_sigma=0.1, temperature=0.05, seed=0,
                        control_cost=cc)
-        planner._warm = torch.full((4, 1), 0.3)
+        planner._warm = torch.full((4, 1, 1), 0.3)  # [H, B, A]
         means[cc] = planner.plan(np.zeros(1, dtype=np.float32)).mean().item()
     assert means[False] == pytest.approx(0.3, abs=0.01)  # uniform weights: the mean stays
     # the weights exp(-mean . eps / sigma^2) tilt each Gaussian eps_t by -mean_t, so the new mean is near 0

@@ -134,7 +134,7 @@ def test_update_trains_every_told_part_and_moves_the_target_by_tau():
     assert agent.update(buf, 10) == {}  # seed steps: nothing yet
     out = agent.update(buf, 50)
     assert {"consistency_loss", "reward_loss", "value_loss", "pi_loss", "grad_norm", "weighted_loss"} <= set(out)
-    assert all(np.isfinite(v) for v in out.values())
+    assert all(np.isfinite(float(v)) for v in out.values())
     after = agent.model.state_dict()
     for part in ("encoder", "dyn_rew", "policy", "q"):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
@@ -161,7 +161,7 @@ def test_planning_respects_bounds_schedules_and_warm_start():
     for _ in range(5):
         a = agent.act(obs)
         assert a.shape == (1,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
-        assert agent._prev_mean.shape == (3, 1)
+        assert agent._prev_mean.shape == (3, 1, 1)  # [H, B, A]
         obs = env.step(a)[0]
     a1, a2 = agent.act(obs, eval=True), agent.act(obs, eval=True)
     assert np.all(np.abs(a1) <= 1) and np.all(np.abs(a2) <= 1)
@@ -174,6 +174,81 @@ def test_planning_respects_bounds_schedules_and_warm_start():
     assert (cfg.horizon, cfg.num_samples, cfg.num_elites, cfg.iterations, cfg.explore_steps) == (5, 512, 64, 6, 5000)
     with pytest.raises(ValueError, match="num_elites"):
         make("tdmpc", env, num_samples=8, num_elites=20)
+
+
+def reference_plan(agent, obs, eval, state):
+    """TD-MPC's planner as written before it moved onto the sampling core (one problem, [H, N, A] layout,
+    the official ``TDMPC.plan`` step by step); ``state`` holds its warm start between calls."""
+    c, gen, dim, model = agent.config, agent.plan_gen, agent.action_dim, agent.model
+    h = agent.planning_horizon()
+    z0 = model.h(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1))
+    num_pi = int(c.mixture_coef * c.num_samples)
+    pi_actions = torch.empty(h, num_pi, dim)
+    z = z0.expand(num_pi, -1)
+    for t in range(h):
+        pi_actions[t] = model.pi(z, c.min_std, gen)
+        z, _ = model.next(z, pi_actions[t])
+    z = z0.expand(c.num_samples + num_pi, -1)
+    mean, std = torch.zeros(h, dim), torch.full((h, dim), c.max_std)
+    if state.get("prev") is not None:
+        k = min(h, state["prev"].shape[0]) - 1
+        mean[:k] = state["prev"][1:k + 1]
+    for _ in range(c.iterations):
+        noise = torch.randn(h, c.num_samples, dim, generator=gen)
+        actions = torch.cat([(mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp_(-1, 1), pi_actions], dim=1)
+        g, discount, zz = torch.zeros(actions.shape[1]), 1.0, z
+        for a in actions:
+            zz, r = model.next(zz, a)
+            g, discount = g + discount * r, discount * c.discount
+        value = (g + discount * model.q_min(zz, model.pi(zz, c.min_std, gen), gen)).nan_to_num_(0.0)
+        elite_value, idx = torch.topk(value, c.num_elites)
+        elites = actions[:, idx]
+        score = torch.softmax((elite_value - elite_value.max()) / c.temperature, dim=0)
+        new_mean = torch.einsum("k,hka->ha", score, elites)
+        new_std = torch.einsum("k,hka->ha", score, (elites - new_mean.unsqueeze(1)) ** 2).sqrt()
+        mean, std = c.momentum * mean + (1 - c.momentum) * new_mean, new_std.clamp_(agent.std_floor, c.max_std)
+    action = elites[0, torch.multinomial(score, 1, generator=gen)[0]]
+    state["prev"] = mean
+    if not eval:
+        action = action + std[0] * torch.randn(dim, generator=gen)
+    return action.clamp(-1.0, 1.0).numpy()
+
+
+@torch.no_grad()
+def test_planning_through_the_sampling_core_gives_the_previous_planners_actions():
+    """Same seed, same model: the core-based planner picks the actions the hand-written loop picked,
+    through the warm start, a growing horizon (1 -> 3 over the schedule) and both eval modes."""
+    env = make_env("Pendulum-v1", seed=0)
+    cfg = {**TINY, "schedule_steps": 8}
+    new, old = make("tdmpc", env, seed=3, device="cpu", **cfg), make("tdmpc", env, seed=3, device="cpu", **cfg)
+    old.model.load_state_dict(new.model.state_dict())
+    obs, _ = env.reset(seed=0)
+    state, gaps = {}, []
+    for t in range(16):
+        new.step = old.step = t
+        eval = t % 3 == 2
+        a_new = new.act(obs, eval=eval)
+        a_old = reference_plan(old, obs, eval, state)
+        gaps.append(float(np.abs(a_new - a_old).max()))
+        obs = env.step(a_new)[0]
+    assert max(gaps) < 1e-5, gaps
+    assert torch.equal(new.plan_gen.get_state(), old.plan_gen.get_state())  # the same random draws, in order
+
+
+def test_batched_planning_is_lockstep_per_problem():
+    """A batch of B observations plans B problems at once, each with its own warm start: [B, A] actions,
+    a [H, B, A] warm start, and a clear error when the batch size changes without a reset."""
+    env = make_env("Pendulum-v1", seed=0)
+    agent = make("tdmpc", env, seed=0, device="cpu", **TINY)
+    agent.step = agent.config.schedule_steps
+    obs = np.stack([env.reset(seed=i)[0] for i in range(4)])
+    a = agent.act_batch(obs, eval=True)
+    assert a.shape == (4, 1) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
+    assert agent._prev_mean.shape == (3, 4, 1)
+    with pytest.raises(ValueError, match="batch"):
+        agent.act_batch(obs[:2])
+    agent.reset()
+    assert agent.act_batch(obs[:2]).shape == (2, 1)
 
 
 # -- learning, resume, CLI -----------------------------------------------------------------------------

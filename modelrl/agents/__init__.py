@@ -31,10 +31,12 @@ def agent_classes(name: str) -> tuple[type[AgentConfig], type[Agent]]:
     return getattr(mod, config_name), getattr(mod, agent_name)
 
 
-def make(name: str, env: gymnasium.Env, preset: str | None = None, seed: int = 0, **overrides: Any) -> Agent:
-    """Build algorithm ``name`` for ``env`` from its defaults, a preset and field overrides."""
+def make(name: str, env: gymnasium.Env, preset: str | None = None, seed: int = 0, device: str = "auto",
+         **overrides: Any) -> Agent:
+    """Build algorithm ``name`` for ``env`` from its defaults, a preset and field overrides, on ``device``
+    (``auto``: CUDA where available, else the CPU)."""
     config_cls, agent_cls = agent_classes(name)
-    return agent_cls(env, build_config(config_cls, preset, **overrides), seed=seed)
+    return agent_cls(env, build_config(config_cls, preset, **overrides), seed=seed, device=device)
 
 
 __all__ = ["Agent", "AgentConfig", "AGENTS", "agent_classes", "build_config", "make"]

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 
+from modelrl.device import resolve_device
+
 
 @dataclasses.dataclass
 class AgentConfig:
@@ -19,6 +21,8 @@ class AgentConfig:
     """Environment steps with uniform random actions before the agent acts (seed data)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Fields that older versions wrote into run directories and that no longer exist: ignored when read."""
 
 
 def build_config(cls: type[AgentConfig], preset: str | None = None, **overrides: Any) -> AgentConfig:
@@ -31,7 +35,7 @@ def build_config(cls: type[AgentConfig], preset: str | None = None, **overrides:
             raise ValueError(f"Unknown preset {preset!r} for {cls.__name__}.{hint} "
                              f"Presets: {', '.join(cls.PRESETS) or 'none'}.")
         values.update(cls.PRESETS[preset])
-    values.update(overrides)
+    values.update({k: v for k, v in overrides.items() if k not in cls.LEGACY_FIELDS})
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
@@ -53,7 +57,7 @@ class Agent(ABC):
 
     config: AgentConfig
 
-    def __init__(self, env: gymnasium.Env, config: AgentConfig, seed: int = 0) -> None:
+    def __init__(self, env: gymnasium.Env, config: AgentConfig, seed: int = 0, device: str | Any = "auto") -> None:
         obs_space, action_space = env.observation_space, env.action_space
         if not isinstance(action_space, gymnasium.spaces.Box) or not isinstance(obs_space, gymnasium.spaces.Box):
             raise ValueError("agents need Box observation and action spaces (use modelrl.make_env)")
@@ -63,6 +67,8 @@ class Agent(ABC):
         self.action_dim = int(np.prod(action_space.shape))
         self.action_space = action_space
         self.env_id = env.spec.id if env.spec is not None else None
+        self.device = resolve_device(device)
+        """Where every module, tensor and generator of the agent lives (``auto``: CUDA where available)."""
 
     @abstractmethod
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
@@ -74,6 +80,12 @@ class Agent(ABC):
 
     def reset(self) -> None:
         """Called at the start of every episode (planners drop their warm start)."""
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        """Actions ``[B, A]`` for B independent episodes run in lockstep (``obs[B, S]``), each with its own
+        planner state. Agents that can (all built in) override it; this fallback raises, and the
+        evaluation loop then runs the episodes one after another."""
+        raise NotImplementedError(f"{type(self).__name__} does not act on a batch of episodes")
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

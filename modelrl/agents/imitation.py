@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modelrl.device import generator_state, load_generator_state
 from modelrl.agents.base import Agent, AgentConfig
 from modelrl.agents.experts import Expert, check_label, parse_expert_spec
 from modelrl.data.datasets import LabelDataset
@@ -179,8 +180,8 @@ class Policy(nn.Module):
         """The deterministic action as a numpy function of one observation: the same numbers without
         torch's per-call overhead (a few microseconds per layer instead of tens: the student's speed
         is the point of distilling). Snapshot of the current weights; rebuild it after training."""
-        mean, std = self.normalizer.mean.numpy().copy(), self.normalizer.std.numpy().copy()
-        layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+        mean, std = self.normalizer.mean.cpu().numpy().copy(), self.normalizer.std.cpu().numpy().copy()
+        layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
                   for m in list(self.body) + [self.head] if isinstance(m, nn.Linear)]
         act = {nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Tanh: np.tanh,
                nn.SiLU: lambda x: x / (1.0 + np.exp(-x))}[type(self.body[1])] if len(self.body) else None
@@ -225,8 +226,8 @@ class ImitationAgent(Agent):
     config: ImitationConfig
 
     def __init__(self, env: gymnasium.Env, config: ImitationConfig, seed: int = 0, expert: Expert | None = None,
-                 dataset: LabelDataset | None = None, demos: LabelDataset | None = None) -> None:
-        super().__init__(env, config, seed)
+                 dataset: LabelDataset | None = None, demos: LabelDataset | None = None, device: str = "auto") -> None:
+        super().__init__(env, config, seed, device)
         c = config
         kind, _ = parse_expert_spec(c.expert)  # unknown experts fail here, before a run directory exists
         if kind == "none" and (isinstance(self, DAggerAgent) or not c.demos):
@@ -249,7 +250,7 @@ class ImitationAgent(Agent):
         self.low = env.action_space.low.astype(np.float32).reshape(-1)
         self.high = env.action_space.high.astype(np.float32).reshape(-1)
         self.rng = np.random.default_rng(seed)  # beta coin flips
-        self.generator = torch.Generator().manual_seed(seed + 1)  # minibatches, Gaussian samples
+        self.generator = torch.Generator(self.device).manual_seed(seed + 1)  # minibatches, Gaussian samples
         self._init_seed = seed + 2
         self._build_policy()
         # D: rows [0, n_labels) of the data set, plus the demos. Rows beyond n_labels exist only
@@ -287,7 +288,7 @@ class ImitationAgent(Agent):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._init_seed)
             self.policy = Policy(self.obs_dim, self.action_dim, tuple(c.hidden_sizes), c.activation,
-                                 kind=c.policy, components=c.components)
+                                 kind=c.policy, components=c.components).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr, weight_decay=0.0)
 
     # -- acting ----------------------------------------------------------------------------
@@ -326,9 +327,17 @@ class ImitationAgent(Agent):
             if self._fast is None:
                 self._fast = self.policy.numpy_act()
             return np.clip(self._fast(obs), self.low, self.high).astype(np.float32)
-        o = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1))
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1), device=self.device)
         a = self.policy.act(o, deterministic=deterministic, generator=self.generator)
-        return np.clip(a[0].numpy(), self.low, self.high)
+        return np.clip(a[0].cpu().numpy(), self.low, self.high)
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        """The student's actions for a batch of observations (evaluation: no expert, no labels)."""
+        if not eval:
+            raise NotImplementedError("imitation agents act on one episode at a time while they collect labels")
+        if self._fast is None:
+            self._fast = self.policy.numpy_act()
+        return np.stack([np.clip(self._fast(o), self.low, self.high) for o in obs]).astype(np.float32)
 
     def _label(self, obs: np.ndarray) -> np.ndarray | None:
         """The expert's label of ``obs``: reused from the data set after a crash, else asked for and saved."""
@@ -392,7 +401,8 @@ class ImitationAgent(Agent):
         if self.demos is not None:
             obs.insert(0, self.demos.obs)
             act.insert(0, self.demos.action)
-        return torch.as_tensor(np.concatenate(obs)), torch.as_tensor(np.concatenate(act))
+        return (torch.as_tensor(np.concatenate(obs), device=self.device),
+                torch.as_tensor(np.concatenate(act), device=self.device))
 
     def _fit(self) -> dict[str, float]:
         """``epochs`` passes of minibatch Adam over all of D (a fresh network first if ``retrain='scratch'``)."""
@@ -410,7 +420,7 @@ class ImitationAgent(Agent):
             group["lr"] = c.lr
         self.policy.train()
         for _ in range(c.epochs):
-            perm = torch.randperm(n, generator=self.generator)
+            perm = torch.randperm(n, generator=self.generator, device=self.device)
             for start in range(0, n - batch + 1, batch):  # drop the last partial batch (imitation library)
                 idx = perm[start:start + batch]
                 loss = self.policy.loss(obs[idx], act[idx], c.ent_weight)
@@ -428,7 +438,8 @@ class ImitationAgent(Agent):
         self._fast = None
         with torch.no_grad():
             mean = self.policy.act(obs, deterministic=True)
-            mse = float(F.mse_loss(mean.clamp(torch.as_tensor(self.low), torch.as_tensor(self.high)), act))
+            low, high = (torch.as_tensor(b, device=self.device) for b in (self.low, self.high))
+            mse = float(F.mse_loss(mean.clamp(low, high), act))
         self.fitted_on = n
         self.fits += 1
         return {"policy_loss": total / max(count, 1), "policy_mse": mse, "fits": float(self.fits),
@@ -437,7 +448,7 @@ class ImitationAgent(Agent):
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
+                "rng": self.rng.bit_generator.state, "generator": generator_state(self.generator),
                 "init_seed": self._init_seed, "n_labels": self.n_labels, "round": self.round,
                 "fitted_on": self.fitted_on, "fits": self.fits, "env_step": self.env_step,
                 "expert_seconds": self.expert_seconds, "labels_reused": self.labels_reused,
@@ -453,7 +464,7 @@ class ImitationAgent(Agent):
         self._fast = None
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
-        self.generator.set_state(state["generator"])
+        load_generator_state(self.generator, state["generator"])
         self.n_labels, self.round, self.fitted_on = state["n_labels"], state["round"], state["fitted_on"]
         self.fits, self.env_step, self.expert_seconds = state["fits"], state["env_step"], state["expert_seconds"]
         self.labels_reused = state["labels_reused"]

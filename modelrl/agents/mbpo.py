@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from modelrl.agents.base import Agent, charge, clocks, new_timing, timing_columns
-from modelrl.agents.sac import SAC, SACConfig, batch_to_tensors, losses_to_floats, validate_sac_config
+from modelrl.agents.sac import SAC, SACConfig, batch_to_tensors, validate_sac_config
+from modelrl.device import generator_state, load_generator_state
 from modelrl.envs.rewards import task_functions
 from modelrl.models.ensemble import make_model
 from modelrl.models.learned import LearnedDynamics
@@ -253,10 +254,10 @@ class MBPOAgent(Agent):
 
     config: MBPOConfig
 
-    def __init__(self, env: gymnasium.Env, config: MBPOConfig, seed: int = 0) -> None:
+    def __init__(self, env: gymnasium.Env, config: MBPOConfig, seed: int = 0, device: str = "auto") -> None:
         c = resolve_config(config, env.spec.id if env.spec is not None else None)
-        super().__init__(env, c, seed)
-        self.sac = SAC(self.obs_dim, self.action_dim, c, seed=seed)
+        super().__init__(env, c, seed, device)
+        self.sac = SAC(self.obs_dim, self.action_dim, c, seed=seed, device=self.device)
         self.device = self.sac.device
         self.uses_model = c.real_ratio < 1.0
         known = task_functions(self.env_id)
@@ -287,6 +288,9 @@ class MBPOAgent(Agent):
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         return self.sac.act(obs, deterministic=eval)
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        return self.sac.act_batch(obs, deterministic=eval)
 
     def epoch(self, step: int) -> int:
         """MBPO's epoch index: epochs count from the end of the random seed steps."""
@@ -341,7 +345,7 @@ class MBPOAgent(Agent):
         losses: dict[str, Tensor] = {}
         for g in range(c.utd):
             losses = self.sac.update(*(t[g] for t in data))
-        out = losses_to_floats(losses)
+        out: dict[str, Any] = dict(losses)  # tensors: the runner averages them per logged row
         charge(self.timing, "policy", mark)
         out.update(self._model_info)
         out.update(timing_columns(self.timing))
@@ -349,17 +353,17 @@ class MBPOAgent(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         return {"sac": self.sac.state_dict(), "model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
-                "dynamics_gen": self.dynamics.generator.get_state(), "pool": self.pool.state_dict(),
-                "gen": self.gen.get_state(), "start_rng": self.start_rng.bit_generator.state, "k": self.k,
+                "dynamics_gen": generator_state(self.dynamics.generator), "pool": self.pool.state_dict(),
+                "gen": generator_state(self.gen), "start_rng": self.start_rng.bit_generator.state, "k": self.k,
                 "fits": self.fits, "timing": dict(self.timing), "model_info": dict(self._model_info)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
         self.model.load_state_dict(state["model"])
         self.trainer.load_state_dict(state["trainer"])
-        self.dynamics.generator.set_state(state["dynamics_gen"])
+        load_generator_state(self.dynamics.generator, state["dynamics_gen"])
         self.pool.load_state_dict(state["pool"])
-        self.gen.set_state(state["gen"])
+        load_generator_state(self.gen, state["gen"])
         self.start_rng.bit_generator.state = state["start_rng"]
         self.k, self.fits = int(state["k"]), int(state["fits"])
         self.timing.update(state["timing"])

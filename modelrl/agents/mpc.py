@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from modelrl.agents.base import Agent, AgentConfig
+from modelrl.device import generator_state, load_generator_state
 from modelrl.envs.rewards import task_functions
 from modelrl.models.ensemble import make_model
 from modelrl.models.learned import LearnedDynamics
@@ -87,8 +88,8 @@ class MPCAgent(Agent):
 
     config: MPCConfig
 
-    def __init__(self, env: gymnasium.Env, config: MPCConfig, seed: int = 0) -> None:
-        super().__init__(env, config, seed)
+    def __init__(self, env: gymnasium.Env, config: MPCConfig, seed: int = 0, device: str = "auto") -> None:
+        super().__init__(env, config, seed, device)
         c = config
         if c.planner not in PLANNERS or c.planner == "lqr":
             raise ValueError(f"MPC agent planner must be one of {', '.join(k for k in PLANNERS if k != 'lqr')}, "
@@ -103,7 +104,7 @@ class MPCAgent(Agent):
         model_kw = dict(hidden_size=c.hidden_size, num_layers=c.num_layers, learn_reward=learn_reward, seed=seed)
         if c.model == "ensemble":
             model_kw["ensemble_size"] = c.ensemble_size
-        self.model = make_model(c.model, self.obs_dim, self.action_dim, **model_kw)
+        self.model = make_model(c.model, self.obs_dim, self.action_dim, **model_kw).to(self.device)
         self.trainer = ModelTrainer(self.model, lr=c.model_lr, weight_decay=c.model_weight_decay,
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_epochs, patience=c.model_patience, seed=seed)
@@ -111,7 +112,7 @@ class MPCAgent(Agent):
             self.model, reward_fn=None if learn_reward else known.for_planning(c.shaped_reward),
             termination_fn=known.terminal if known is not None else None,
             mode=c.propagation, particles=c.particles, seed=seed + 1)
-        self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2,
+        self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2, device=self.device,
                                     **self._planner_kwargs(c))
         self.fitted = False
         self.refits = 0
@@ -130,6 +131,14 @@ class MPCAgent(Agent):
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         if not self.fitted:  # nothing learned yet: the base policy
             return self.rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
+        return self.planner.act(obs)
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        """One plan per row of ``obs[B, S]``, all B in one batched planner call."""
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim)
+        if not self.fitted:
+            shape = (obs.shape[0], self.action_dim)
+            return self.rng.uniform(self.action_space.low, self.action_space.high, size=shape).astype(np.float32)
         return self.planner.act(obs)
 
     def reset(self) -> None:
@@ -162,13 +171,13 @@ class MPCAgent(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
-                "planner": self.planner.state_dict(), "dynamics_rng": self.dynamics.generator.get_state(),
+                "planner": self.planner.state_dict(), "dynamics_rng": generator_state(self.dynamics.generator),
                 "fitted": self.fitted, "refits": self.refits, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.trainer.load_state_dict(state["trainer"])
         self.planner.load_state_dict(state["planner"])
-        self.dynamics.generator.set_state(state["dynamics_rng"])
+        load_generator_state(self.dynamics.generator, state["dynamics_rng"])
         self.fitted, self.refits = state["fitted"], state["refits"]
         self.rng.bit_generator.state = state["rng"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modelrl.agents.base import Agent, AgentConfig, charge, clocks, new_timing, timing_columns
+from modelrl.device import generator_state, load_generator_state, resolve_device
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3 sac/policies.py and softlearning: clip of the policy's log std
 
@@ -58,8 +59,8 @@ class SACConfig(AgentConfig):
     reset_every: int = 0
     """Re-initialise actor, critics, targets and optimiser state every this many gradient updates
     (Nikishin et al. 2022, "The primacy bias in deep RL": SAC resets every 2e5 updates); 0: never."""
-    device: str = "cpu"
-    """torch device of the networks ("cuda" where available)."""
+
+    LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset({"device"})  # now the run-level --device
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # The SAC paper / SB3 setting (the defaults above).
@@ -186,10 +187,11 @@ class GaussianActor(nn.Module):
 class SAC:
     """Networks, optimiser and the gradient update; agents (SAC, MBPO) feed it batches."""
 
-    def __init__(self, obs_dim: int, action_dim: int, c: SACConfig, seed: int = 0) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, c: SACConfig, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
         validate_sac_config(c)
         self.c = c
-        self.device = torch.device(c.device)
+        self.device = resolve_device(device)
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
@@ -230,6 +232,13 @@ class SAC:
         return a[0].cpu().numpy()
 
     @torch.no_grad()
+    def act_batch(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """``act`` for a batch of observations ``[B, S]`` -> ``[B, A]``."""
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(-1, self.obs_dim)
+        a = torch.tanh(self.actor(o)[0]) if deterministic else self.actor.sample(o, self.gen)[0]
+        return a.cpu().numpy()
+
+    @torch.no_grad()
     def policy(self, obs: Tensor) -> Tensor:
         """Stochastic actions for a batch of states (MBPO's model rollouts)."""
         return self.actor.sample(obs, self.gen)[0]
@@ -264,8 +273,8 @@ class SAC:
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "gen": self.gen.get_state(),
-                "init_gen": self._init_gen.get_state(), "updates": self.updates}
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "gen": generator_state(self.gen),
+                "init_gen": generator_state(self._init_gen), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -274,8 +283,8 @@ class SAC:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.gen.set_state(state["gen"])
-        self._init_gen.set_state(state["init_gen"])
+        load_generator_state(self.gen, state["gen"])
+        load_generator_state(self._init_gen, state["init_gen"])
         self.updates = int(state["updates"])
 
 
@@ -285,22 +294,22 @@ def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tupl
                  for k in ("obs", "action", "reward", "next_obs", "terminated"))
 
 
-def losses_to_floats(losses: dict[str, Tensor]) -> dict[str, float]:
-    return {k: float(v) for k, v in losses.items()}
-
-
 class SACAgent(Agent):
     """SAC on the real replay buffer: G updates after every environment step past ``explore_steps``."""
 
     config: SACConfig
 
-    def __init__(self, env: gymnasium.Env, config: SACConfig, seed: int = 0) -> None:
-        super().__init__(env, config, seed)
-        self.sac = SAC(self.obs_dim, self.action_dim, config, seed=seed)
+    def __init__(self, env: gymnasium.Env, config: SACConfig, seed: int = 0, device: str = "auto") -> None:
+        super().__init__(env, config, seed, device)
+        self.sac = SAC(self.obs_dim, self.action_dim, config, seed=seed, device=self.device)
+        self.device = self.sac.device
         self.timing = new_timing(("policy",))  # seconds in gradient updates (benchmarks report the split)
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         return self.sac.act(obs, deterministic=eval)
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        return self.sac.act_batch(obs, deterministic=eval)
 
     def update(self, buffer, step: int) -> dict[str, float]:
         """G updates on G fresh uniform batches (sampled together, one conversion to torch)."""
@@ -313,7 +322,7 @@ class SACAgent(Agent):
         for g in range(c.utd):
             rows = slice(g * c.batch_size, (g + 1) * c.batch_size)
             losses = self.sac.update(*(t[rows] for t in data))
-        out = losses_to_floats(losses)
+        out: dict[str, Any] = dict(losses)  # tensors: the runner averages them per logged row, no sync here
         charge(self.timing, "policy", mark)
         out.update(timing_columns(self.timing))
         return out

@@ -36,7 +36,9 @@ from torch import Tensor
 
 from modelrl.agents.base import Agent, AgentConfig
 from modelrl.data.subtraj import SubTrajectorySampler
+from modelrl.device import generator_state, load_generator_state
 from modelrl.models.told import TOLD
+from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, warm_start
 
 # Official per-domain action repeat (cfgs/tasks/<domain>.yaml; domains without a file use default.yaml: 4).
 OFFICIAL_ACTION_REPEAT = {"cartpole": 8, "walker": 2, "humanoid": 2}
@@ -137,8 +139,8 @@ class TDMPCAgent(Agent):
 
     config: TDMPCConfig
 
-    def __init__(self, env: gymnasium.Env, config: TDMPCConfig, seed: int = 0) -> None:
-        super().__init__(env, config, seed)
+    def __init__(self, env: gymnasium.Env, config: TDMPCConfig, seed: int = 0, device: str = "auto") -> None:
+        super().__init__(env, config, seed, device)
         c = config
         if not (np.allclose(env.action_space.low, -1) and np.allclose(env.action_space.high, 1)):
             raise ValueError("TD-MPC acts in [-1, 1]; build the env with modelrl.make_env")
@@ -151,13 +153,15 @@ class TDMPCAgent(Agent):
             raise ValueError("need temperature > 0 and 0 < min_std <= max_std")
         self.model = TOLD(self.obs_dim, self.action_dim, latent_dim=c.latent_dim, enc_dim=c.enc_dim,
                           mlp_dim=c.mlp_dim, num_q=c.num_q, simnorm_latent=c.simnorm,
-                          layernorm_mish=c.layernorm_mish, seed=seed)
+                          layernorm_mish=c.layernorm_mish, seed=seed).to(self.device)
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         pi_params = set(self.model.policy.parameters())
         self.optim = torch.optim.Adam([p for p in self.model.parameters() if p not in pi_params], lr=c.lr)
         self.pi_optim = torch.optim.Adam(self.model.policy.parameters(), lr=c.lr)
-        self.plan_gen = torch.Generator().manual_seed(seed + 11)  # planning noise
-        self.update_gen = torch.Generator().manual_seed(seed + 12)  # policy noise and Q-head draws in updates
+        self.plan_gen = torch.Generator(self.device).manual_seed(seed + 11)  # planning noise
+        self.update_gen = torch.Generator(self.device).manual_seed(seed + 12)  # policy noise, Q-head draws in updates
+        self._low = torch.full((self.action_dim,), -1.0, device=self.device)
+        self._high = torch.full((self.action_dim,), 1.0, device=self.device)
         self.sampler: SubTrajectorySampler | None = None  # built at the first update, sized like the buffer
         self._sampler_state: dict | None = None
         self.step = 0  # latest env (agent) step seen by ``update``
@@ -176,7 +180,7 @@ class TDMPCAgent(Agent):
     def estimate_value(self, z: Tensor, actions: Tensor) -> Tensor:
         """G = sum_t gamma^t R(z_t, a_t) + gamma^H min Q(z_H, pi(z_H)) for ``actions[H, N, A]`` from ``z[N, L]``."""
         c = self.config
-        g, discount = torch.zeros(z.shape[0]), 1.0
+        g, discount = z.new_zeros(z.shape[0]), 1.0
         for a in actions:
             z, r = self.model.next(z, a)
             g = g + discount * r
@@ -184,45 +188,62 @@ class TDMPCAgent(Agent):
         pi = self.model.pi(z, c.min_std, self.plan_gen)
         return g + discount * self.model.q_min(z, pi, self.plan_gen)
 
+    def planner_settings(self) -> SamplingSettings:
+        """TD-MPC's planner as a setting of the sampling core: softmax-weighted top-k elites, momentum on
+        the mean, the std refitted and clamped to [scheduled floor, max_std]."""
+        c = self.config
+        return SamplingSettings(num_samples=c.num_samples, iterations=c.iterations, num_elites=c.num_elites,
+                                weighting="softmax", temperature=c.temperature, momentum=c.momentum,
+                                min_std=self.std_floor, max_std=c.max_std, noise_order="time")
+
     @torch.no_grad()
     def plan(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        """One action by policy-guided latent MPPI (official ``TDMPC.plan``)."""
+        """One action by policy-guided latent MPPI (official ``TDMPC.plan``): ``obs[S]`` -> ``[A]``, or a
+        batch ``obs[B, S]`` -> ``[B, A]`` (B problems in lockstep, each with its own warm start)."""
         c, gen, dim = self.config, self.plan_gen, self.action_dim
         h = self.planning_horizon()
-        z0 = self.model.h(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1))
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = o.ndim == 1
+        z0 = self.model.h(o.reshape(-1, self.obs_dim))  # [B, L]
+        b = z0.shape[0]
+        if self._prev_mean is not None and self._prev_mean.shape[1] != b:
+            raise ValueError(f"the planner holds warm starts for {self._prev_mean.shape[1]} problems, got a batch "
+                             f"of {b}; call reset() when the batch changes")
         num_pi = int(c.mixture_coef * c.num_samples)
-        pi_actions = torch.empty(h, num_pi, dim)
+        pi_actions = None
         if num_pi > 0:  # N_pi trajectories of the (noisy) policy through the latent model
-            z = z0.expand(num_pi, -1)
+            pi_actions = z0.new_empty(h, b, num_pi, dim)
+            z = z0.unsqueeze(1).expand(b, num_pi, -1).reshape(b * num_pi, -1)
             for t in range(h):
-                pi_actions[t] = self.model.pi(z, c.min_std, gen)
-                z, _ = self.model.next(z, pi_actions[t])
-        z = z0.expand(c.num_samples + num_pi, -1)
-        mean, std = torch.zeros(h, dim), torch.full((h, dim), c.max_std)
+                a = self.model.pi(z, c.min_std, gen)
+                pi_actions[t] = a.view(b, num_pi, dim)
+                z, _ = self.model.next(z, a)
+
+        def objective(candidates: Tensor, mean: Tensor) -> Tensor:  # [H, B, N, A] -> G [B, N]
+            n = candidates.shape[2]
+            z = z0.unsqueeze(1).expand(b, n, -1).reshape(b * n, -1)
+            return self.estimate_value(z, candidates.reshape(h, b * n, dim)).nan_to_num_(0.0).view(b, n)
+
+        mean = z0.new_zeros(h, b, dim)
         if not self._t0 and self._prev_mean is not None:  # warm start: previous mean shifted by one step
-            k = min(h, self._prev_mean.shape[0]) - 1
-            mean[:k] = self._prev_mean[1:k + 1]
-        for _ in range(c.iterations):
-            noise = torch.randn(h, c.num_samples, dim, generator=gen)
-            actions = torch.cat([(mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp_(-1, 1), pi_actions], dim=1)
-            value = self.estimate_value(z, actions).nan_to_num_(0.0)
-            elite_value, idx = torch.topk(value, c.num_elites)
-            elites = actions[:, idx]  # [H, k, A]
-            score = torch.softmax((elite_value - elite_value.max()) / c.temperature, dim=0)
-            new_mean = torch.einsum("k,hka->ha", score, elites)
-            new_std = torch.einsum("k,hka->ha", score, (elites - new_mean.unsqueeze(1)) ** 2).sqrt()
-            new_std = new_std.clamp_(self.std_floor, c.max_std)
-            mean, std = c.momentum * mean + (1 - c.momentum) * new_mean, new_std
-        choice = torch.multinomial(score, 1, generator=gen)[0]
-        action = elites[0, choice]
-        self._prev_mean, self._t0 = mean, False
+            mean = warm_start(self._prev_mean, h, mean[0])
+        std = torch.full_like(mean, c.max_std)
+        core = SamplingOptimizer(self.planner_settings(), self._low, self._high)
+        out = core.optimize(objective, mean, std, gen, extra=pi_actions)
+        choice = torch.multinomial(out.weights, 1, generator=gen)  # an elite drawn by its weight, [B, 1]
+        action = out.elites[0].gather(1, choice.unsqueeze(-1).expand(b, 1, dim))[:, 0]  # [B, A]
+        self._prev_mean, self._t0 = out.mean, False
         if not eval:
-            action = action + std[0] * torch.randn(dim, generator=gen)
-        return action.clamp(-1.0, 1.0).numpy().astype(np.float32)
+            action = action + out.std[0] * torch.randn(b, dim, generator=gen, device=self.device)
+        action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+        return action[0] if single else action
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         with flush_denormal(self.config.flush_denormal):
             return self.plan(obs, eval=eval)
+
+    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+        return self.act(np.asarray(obs).reshape(-1, self.obs_dim), eval=eval)
 
     def reset(self) -> None:
         self._t0 = True
@@ -261,13 +282,14 @@ class TDMPCAgent(Agent):
     def _update_once(self, buffer) -> dict[str, float]:
         c, model, gen = self.config, self.model, self.update_gen
         batch = self.sampler.sample(buffer, c.batch_size)
-        obs = torch.from_numpy(batch["obs"])  # s_0 [B, S]
-        action = torch.from_numpy(batch["action"])  # [H, B, A]
-        reward = torch.from_numpy(batch["reward"])  # [H, B]
-        next_obs = torch.from_numpy(batch["next_obs"])  # s_1..s_H [H, B, S]
-        weight = torch.from_numpy(batch["weight"])  # importance weights [B]
+        dev = self.device
+        obs = torch.from_numpy(batch["obs"]).to(dev, non_blocking=True)  # s_0 [B, S]
+        action = torch.from_numpy(batch["action"]).to(dev, non_blocking=True)  # [H, B, A]
+        reward = torch.from_numpy(batch["reward"]).to(dev, non_blocking=True)  # [H, B]
+        next_obs = torch.from_numpy(batch["next_obs"]).to(dev, non_blocking=True)  # s_1..s_H [H, B, S]
+        weight = torch.from_numpy(batch["weight"]).to(dev, non_blocking=True)  # importance weights [B]
         horizon, b = action.shape[:2]
-        rho = c.rho ** torch.arange(horizon, dtype=torch.float32).unsqueeze(1)  # [H, 1]
+        rho = c.rho ** torch.arange(horizon, dtype=torch.float32, device=dev).unsqueeze(1)  # [H, 1]
 
         with torch.no_grad():  # targets: TD (online encoder and policy, target Q) and latent consistency
             flat_next = next_obs.reshape(horizon * b, -1)
@@ -295,7 +317,8 @@ class TDMPCAgent(Agent):
         (weighted / horizon).backward()  # official: gradient scaled by 1/H
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optim.param_groups[0]["params"], c.grad_clip_norm)
         self.optim.step()
-        self.sampler.update_priorities(batch["idx"], priority.clamp(max=1e4).numpy())
+        # the sum tree lives on the host: the one device-to-host copy of an update
+        self.sampler.update_priorities(batch["idx"], priority.clamp(max=1e4).cpu().numpy())
 
         pi_loss = self._update_pi(z_all.detach(), rho)
         self.num_updates += 1
@@ -303,13 +326,14 @@ class TDMPCAgent(Agent):
             with torch.no_grad():
                 for p, p_t in zip(model.parameters(), self.target.parameters()):
                     p_t.lerp_(p, c.tau)
-        return {"consistency_loss": float(consistency.detach().mean()), "reward_loss": float(reward_loss.detach().mean()),
-                "value_loss": float(value_loss.detach().mean()), "pi_loss": pi_loss,
-                "total_loss": float(total.detach().mean()), "weighted_loss": float(weighted.detach()),
-                "grad_norm": float(grad_norm), "std_floor": self.std_floor,
+        # tensors: the runner averages them over the updates of a logged row and reads them once
+        return {"consistency_loss": consistency.detach().mean(), "reward_loss": reward_loss.detach().mean(),
+                "value_loss": value_loss.detach().mean(), "pi_loss": pi_loss,
+                "total_loss": total.detach().mean(), "weighted_loss": weighted.detach(),
+                "grad_norm": grad_norm.detach(), "std_floor": self.std_floor,
                 "horizon": float(self.planning_horizon()), "updates": float(self.num_updates)}
 
-    def _update_pi(self, z_all: Tensor, rho: Tensor) -> float:
+    def _update_pi(self, z_all: Tensor, rho: Tensor) -> Tensor:
         """J_pi = -sum_t rho^t min Q(z_t, pi(z_t)) over z_0..z_H, Q frozen (official ``update_pi``)."""
         c = self.config
         steps, b = z_all.shape[:2]
@@ -326,14 +350,14 @@ class TDMPCAgent(Agent):
         self.pi_optim.step()
         for p in q_params:
             p.requires_grad_(True)
-        return float(loss.detach())
+        return loss.detach()
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         sampler = self.sampler.state_dict() if self.sampler is not None else self._sampler_state
         return {"model": self.model.state_dict(), "target": self.target.state_dict(), "optim": self.optim.state_dict(),
-                "pi_optim": self.pi_optim.state_dict(), "sampler": sampler, "plan_gen": self.plan_gen.get_state(),
-                "update_gen": self.update_gen.get_state(), "step": self.step, "num_updates": self.num_updates,
+                "pi_optim": self.pi_optim.state_dict(), "sampler": sampler, "plan_gen": generator_state(self.plan_gen),
+                "update_gen": generator_state(self.update_gen), "step": self.step, "num_updates": self.num_updates,
                 "std_floor": self.std_floor, "prev_mean": self._prev_mean, "t0": self._t0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -341,8 +365,11 @@ class TDMPCAgent(Agent):
         self.target.load_state_dict(state["target"])
         self.optim.load_state_dict(state["optim"])
         self.pi_optim.load_state_dict(state["pi_optim"])
-        self.plan_gen.set_state(state["plan_gen"])
-        self.update_gen.set_state(state["update_gen"])
+        load_generator_state(self.plan_gen, state["plan_gen"])
+        load_generator_state(self.update_gen, state["update_gen"])
         self.step, self.num_updates, self.std_floor = state["step"], state["num_updates"], state["std_floor"]
-        self._prev_mean, self._t0 = state["prev_mean"], state["t0"]
+        prev = state["prev_mean"]
+        if prev is not None:
+            prev = (prev.unsqueeze(1) if prev.ndim == 2 else prev).to(self.device)  # older checkpoints: [H, A]
+        self._prev_mean, self._t0 = prev, state["t0"]
         self.sampler, self._sampler_state = None, state["sampler"]

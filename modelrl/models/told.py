@@ -206,7 +206,7 @@ class TOLD(nn.Module):
         """min of two Q heads ``[B]``: Q1 and Q2 (TD-MPC), or two drawn at random when K > 2 (TD-MPC2)."""
         qs = self.Q(z, a)
         if self.num_q > 2:
-            pick = torch.randperm(self.num_q, generator=generator)[:2]
+            pick = torch.randperm(self.num_q, generator=generator, device=qs.device if generator is None else generator.device)[:2]
             qs = qs.index_select(0, pick.to(qs.device))
         return torch.minimum(qs[0], qs[1])
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modelrl.device import generator_state, load_generator_state
+from modelrl.planners.sampling import warm_start
 from modelrl.types import Dynamics, as_tensor, fresh_seed, terminal_fn
 
 
@@ -48,12 +50,25 @@ def rollout_returns(
     A stochastic model with ``particles = P > 1`` (e.g. an ensemble with TS-inf propagation)
     gets N*P rows, candidate-major (row = n*P + p), and the return is the mean over particles.
     """
-    n, horizon, _ = actions.shape
+    steps = actions.transpose(0, 1).unsqueeze(1)  # [H, 1, N, A]
+    return batched_rollout_returns(dynamics, state.unsqueeze(0), steps, gamma, terminal_value)[0]
+
+
+def batched_rollout_returns(
+    dynamics: Dynamics,
+    states: Tensor,
+    actions: Tensor,
+    gamma: float = 1.0,
+    terminal_value: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """``rollout_returns`` for B problems at once, time-major: ``states[B, S]``, ``actions[H, B, N, A]``
+    -> ``returns[B, N]``. Rows are problem-major, then candidate, then particle."""
+    horizon, b, n, a = actions.shape
     particles = int(getattr(dynamics, "particles", 1))
-    steps = actions.transpose(0, 1)  # [H, N, A]: each step's actions contiguous once copied
-    steps = steps.repeat_interleave(particles, dim=1) if particles > 1 else steps.contiguous()
-    rows = n * particles
-    s = state.unsqueeze(0).expand(rows, -1)
+    steps = actions.repeat_interleave(particles, dim=2) if particles > 1 else actions
+    rows = b * n * particles
+    steps = steps.reshape(horizon, rows, a)  # each step's actions contiguous
+    s = states.unsqueeze(1).expand(b, n * particles, states.shape[-1]).reshape(rows, -1)
     is_terminal = terminal_fn(dynamics)
     # Per-step work is the model's step and nothing else (eager torch pays ~3 us per op on 1000 rows,
     # so the planner's own ops are kept out of the loop): the rewards are summed once at the end.
@@ -76,18 +91,25 @@ def rollout_returns(
     if terminal_value is not None:
         v = terminal_value(s)
         total = total + gamma**horizon * (v if alive is None else v * alive)
-    return total.view(n, particles).mean(1) if particles > 1 else total
+    total = total.view(b, n, particles)
+    return total.mean(2) if particles > 1 else total[..., 0]
 
 
 class Planner(ABC):
     """Receding-horizon optimiser: ``plan(state) -> actions[H, A]``, ``act(state) -> action[A]``.
 
-    Subclasses implement ``_optimize(state, init) -> actions[H, A]``; this class validates the
-    input, keeps the warm start (the previous plan shifted by one step) and the action bounds.
+    A batch of states ``[B, S]`` plans B independent problems at once: ``plan`` returns
+    ``[B, H, A]`` and ``act`` ``[B, A]``, each problem with its own warm start (lockstep evaluation,
+    vector envs). Subclasses implement ``_optimize(states[B, S], init[H, B, A]) -> [H, B, A]``
+    (``batched = False``: ``_optimize(state[S], init[H, A]) -> [H, A]``, called once per problem);
+    this class validates the input, keeps the warm start (the previous plan shifted by one step)
+    and the action bounds.
     """
 
     uses_autograd: bool = False
     """Gradient-based planners (iLQR) set True: they never plan under inference mode."""
+    batched: bool = True
+    """False: ``_optimize`` solves one problem at a time (iLQR, LQR); a batch is solved row by row."""
 
     def __init__(
         self,
@@ -96,6 +118,7 @@ class Planner(ABC):
         horizon: int,
         *,
         gamma: float = 1.0,
+        terminal_value: Callable[[Tensor], Tensor] | None = None,
         seed: int | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -111,6 +134,8 @@ class Planner(ABC):
         self.dynamics = dynamics
         self.horizon = int(horizon)
         self.gamma = float(gamma)
+        self.terminal_value = terminal_value
+        """``V(states[R, S]) -> [R]``: adds gamma^H V(s_H) to every sampled return (a learned value)."""
         self.device = torch.device(device)
         self.dtype = dtype
         # Opt-in: torch.inference_mode drops autograd's per-op bookkeeping (about 15% of an eager
@@ -123,32 +148,40 @@ class Planner(ABC):
         self.state_dim = state_dim if state_dim is not None else getattr(dynamics, "state_dim", None)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(fresh_seed(seed))
-        self._warm: Tensor | None = None
-        self._last_plan: Tensor | None = None  # the plan of the last call, before the shift
+        self._warm: Tensor | None = None  # [H, B, A]
+        self._last_plan: Tensor | None = None  # [H, B, A], the plan of the last call, before the shift
         # torch.compile of the rollout (opt-in): fuses the model's per-step ops into one kernel.
         # The first plan pays the compilation (tens of seconds on a laptop CPU, cached on disk).
-        self._rollout = rollout_returns
+        self._rollout = batched_rollout_returns
         if compile:
-            self._rollout = torch.compile(rollout_returns, dynamic=False)
+            self._rollout = torch.compile(batched_rollout_returns, dynamic=False)
 
     # -- public API -------------------------------------------------------------------------
     def plan(self, state) -> Tensor:
-        """Optimise an action sequence from ``state``; returns ``actions[H, A]`` within bounds."""
-        s = self._check_state(state)
-        init = self._warm if self._warm is not None else self.initial_plan()
+        """Optimise action sequences from ``state[S]`` (-> ``[H, A]``) or ``states[B, S]`` (-> ``[B, H, A]``)."""
+        s, single = self._check_state(state)
+        if self._warm is not None and self._warm.shape[1] != s.shape[0]:
+            raise ValueError(f"the planner holds warm starts for {self._warm.shape[1]} problems, got a batch of "
+                             f"{s.shape[0]}; call reset() when the batch changes")
+        init = self._warm if self._warm is not None else self.initial_plan(s.shape[0])
         # The clamp below, outside inference mode, returns an ordinary tensor either way.
         with torch.inference_mode() if self.inference_mode else torch.no_grad():
-            actions = self._optimize(s, init)
+            if self.batched:
+                actions = self._optimize(s, init)
+            else:
+                actions = torch.stack([self._optimize(s[i], init[:, i]) for i in range(s.shape[0])], dim=1)
         actions = self.clamp(actions)
         self._last_plan = actions
         self._warm = actions
-        return actions
+        return actions[:, 0] if single else actions.transpose(0, 1)
 
     def act(self, state) -> np.ndarray:
-        """Plan, return the first action, and keep the rest (shifted) to warm-start the next call."""
+        """Plan, return the first action (``[A]``, or ``[B, A]`` for a batch of states), and keep the
+        rest (shifted) to warm-start the next call."""
         actions = self.plan(state)
-        self._warm = self.shift(actions)
-        return actions[0].detach().cpu().numpy()
+        self._warm = self.shift(self._last_plan)
+        first = actions[0] if actions.ndim == 2 else actions[:, 0]
+        return first.detach().cpu().numpy()
 
     def reset(self) -> None:
         """Forget the warm start (call at the start of each episode)."""
@@ -156,48 +189,51 @@ class Planner(ABC):
 
     def state_dict(self) -> dict:
         """Warm start and sampling RNG: what a checkpoint needs for the next plan to be identical."""
-        return {"warm": None if self._warm is None else self._warm.clone(), "generator": self.generator.get_state()}
+        return {"warm": None if self._warm is None else self._warm.clone(), "generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
-        self._warm = None if state["warm"] is None else state["warm"].to(self.device, self.dtype)
-        self.generator.set_state(state["generator"])
+        warm = state["warm"]
+        if warm is not None and warm.ndim == 2:  # checkpoints from before batched planning: [H, A]
+            warm = warm.unsqueeze(1)
+        self._warm = None if warm is None else warm.to(self.device, self.dtype)
+        load_generator_state(self.generator, state["generator"])
 
     # -- helpers for subclasses -------------------------------------------------------------
     @abstractmethod
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
-        """Return an improved plan ``[H, A]`` starting from ``init``."""
+        """Return improved plans ``[H, B, A]`` starting from ``init[H, B, A]`` for ``states[B, S]``."""
 
-    def initial_plan(self) -> Tensor:
-        """The plan used with no warm start: zero where zero is allowed, else the bounds' midpoint."""
+    def initial_plan(self, batch: int = 1) -> Tensor:
+        """The plan ``[H, B, A]`` used with no warm start: zero where zero is allowed, else the bounds' midpoint."""
         zero = torch.zeros(self.action_dim, dtype=self.dtype, device=self.device)
         mid = torch.where(torch.isfinite(self.low + self.high), (self.low + self.high) / 2, zero)
         first = torch.where((self.low <= 0) & (self.high >= 0), zero, mid)
-        return first.expand(self.horizon, -1).clone()
+        return first.expand(self.horizon, batch, -1).clone()
 
     def shift(self, actions: Tensor) -> Tensor:
         """Warm start for the next step: drop the first action, repeat the last."""
-        return torch.cat([actions[1:], actions[-1:]], dim=0)
+        return warm_start(actions, actions.shape[0], "last")
 
     def clamp(self, actions: Tensor) -> Tensor:
         return torch.clamp(actions, self.low, self.high)
 
-    def returns(self, state: Tensor, actions: Tensor) -> Tensor:
-        """Discounted return of each of ``actions[N, H, A]`` through the planner's dynamics."""
-        return self._rollout(self.dynamics, state, actions, self.gamma)
+    def returns(self, states: Tensor, actions: Tensor) -> Tensor:
+        """Discounted return ``[B, N]`` of ``actions[H, B, N, A]`` from ``states[B, S]`` through the
+        planner's dynamics, plus gamma^H V(s_H) where the planner has a ``terminal_value``."""
+        return self._rollout(self.dynamics, states, actions, self.gamma, self.terminal_value)
 
-    def _check_state(self, state) -> Tensor:
+    def _check_state(self, state) -> tuple[Tensor, bool]:
+        """``states[B, S]`` on the planner's device, and whether the caller gave one state ``[S]``."""
         if isinstance(state, np.ndarray) and state.ndim == 1 and np.isfinite(state).all() and (
                 self.state_dim is None or state.shape[0] == self.state_dim):
-            return torch.as_tensor(state, dtype=self.dtype, device=self.device)  # the common case, checked in numpy
+            # the common case, checked in numpy
+            return torch.as_tensor(state, dtype=self.dtype, device=self.device).unsqueeze(0), True
         s = as_tensor(state, dtype=self.dtype, device=self.device)
-        if s.ndim != 1:
-            raise ValueError(
-                f"plan/act take one state as a vector [S]; got shape {tuple(s.shape)}"
-                + (" (drop the batch dimension)" if s.ndim == 2 and s.shape[0] == 1 else "")
-            )
-        if self.state_dim is not None and s.shape[0] != self.state_dim:
-            raise ValueError(f"state has {s.shape[0]} entries, the dynamics expect {self.state_dim}")
+        if s.ndim not in (1, 2):
+            raise ValueError(f"plan/act take one state [S] or a batch of states [B, S]; got shape {tuple(s.shape)}")
+        if self.state_dim is not None and s.shape[-1] != self.state_dim:
+            raise ValueError(f"state has {s.shape[-1]} entries, the dynamics expect {self.state_dim}")
         if not torch.isfinite(s).all():
-            bad = torch.nonzero(~torch.isfinite(s)).flatten().tolist()
+            bad = torch.nonzero(~torch.isfinite(s)).tolist()
             raise ValueError(f"state contains NaN or inf at index {bad}: {s.tolist()}")
-        return s
+        return (s.unsqueeze(0), True) if s.ndim == 1 else (s, False)

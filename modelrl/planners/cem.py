@@ -1,13 +1,11 @@
 """The cross-entropy method, with the iCEM improvements as options."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from modelrl.planners.base import Planner
-from modelrl.planners.sampling import colored_noise
+from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, warm_start
 from modelrl.types import Dynamics
 
 
@@ -39,23 +37,23 @@ class CEM(Planner):
         **kwargs,
     ) -> None:
         super().__init__(dynamics, action_space, horizon, **kwargs)
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
         if not 1 <= num_elites <= num_samples:
             raise ValueError(f"need 1 <= num_elites <= num_samples, got {num_elites} elites of {num_samples}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if population_decay < 1.0:
-            raise ValueError(f"population_decay must be >= 1, got {population_decay}")
         if not 0.0 <= keep_elites <= 1.0:
             raise ValueError(f"keep_elites is a fraction in [0, 1], got {keep_elites}")
+        self.settings = SamplingSettings(
+            num_samples=int(num_samples), iterations=int(iterations), num_elites=int(num_elites), weighting="uniform",
+            momentum=float(momentum), std_momentum=True, min_std=float(min_std), noise_beta=float(noise_beta),
+            population_decay=float(population_decay), keep_elites=int(round(keep_elites * num_elites)),
+            add_mean_last=bool(add_mean))
+        self.core = SamplingOptimizer(self.settings, self.low, self.high)
         self.num_samples, self.num_elites, self.iterations = int(num_samples), int(num_elites), int(iterations)
         self.momentum, self.min_std, self.noise_beta = momentum, min_std, noise_beta
         self.population_decay, self.keep_elites, self.add_mean = population_decay, keep_elites, add_mean
         span = self.high - self.low
         default_std = torch.where(torch.isfinite(span), span / 4.0, torch.ones_like(span))
         self.init_std = default_std if init_std is None else torch.full_like(span, float(init_std))
-        self._kept: Tensor | None = None
+        self._kept: Tensor | None = None  # [H, B, keep, A]
 
     @classmethod
     def icem(cls, dynamics: Dynamics, action_space, horizon: int = 15, **kwargs) -> "CEM":
@@ -74,33 +72,19 @@ class CEM(Planner):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self._kept = state["kept"]
+        kept = state["kept"]
+        if kept is not None and kept.ndim == 3:  # checkpoints from before batched planning: [keep, H, A]
+            kept = kept.transpose(0, 1).unsqueeze(1)
+        self._kept = None if kept is None else kept.to(self.device, self.dtype)
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
-        mean, std = init, self.init_std.expand_as(init).clone()
-        kept = self._kept
-        if kept is not None:  # iCEM: elites of the previous time step, shifted by one
-            kept = torch.cat([kept[:, 1:], kept[:, -1:]], dim=1)
-        n_keep = int(round(self.keep_elites * self.num_elites))
-        best, best_return = mean, -math.inf
-        for i in range(self.iterations):
-            n = max(int(self.num_samples * self.population_decay ** (-i)), 2 * self.num_elites)
-            shape = (n, self.horizon, self.action_dim)
-            noise = colored_noise(shape, self.noise_beta, self.generator, self.dtype, self.device)
-            candidates = self.clamp(mean + std * noise)
-            extra = [c for c in (kept, mean[None] if (self.add_mean and i == self.iterations - 1) else None)
-                     if c is not None]
-            if extra:
-                candidates = torch.cat([candidates, *extra], dim=0)
-            returns = self.returns(state, candidates)
-            top_r, top_i = torch.topk(returns, self.num_elites)
-            elites = candidates[top_i]
-            if top_r[0] > best_return:
-                best, best_return = elites[0], float(top_r[0])
-            a = self.momentum
-            mean = a * mean + (1 - a) * elites.mean(0)
-            std = (a * std**2 + (1 - a) * elites.var(0, unbiased=False)).sqrt().clamp_min(self.min_std)
-            kept = elites[:n_keep] if n_keep > 0 else None
-        self._kept = kept
+        kept = self._kept  # iCEM: elites of the previous time step, shifted by one
+        if kept is not None and kept.shape[1] != init.shape[1]:
+            kept = None  # the batch changed
+        if kept is not None:
+            kept = warm_start(kept, kept.shape[0], "last")
+        out = self.core.optimize(lambda candidates, mean: self.returns(state, candidates), init,
+                                 self.init_std.expand_as(init), self.generator, kept=kept)
+        self._kept = out.kept
         # PETS executes the mean; iCEM the best sequence seen. With add_mean the best covers the mean.
-        return best if self.add_mean else mean
+        return out.best if self.add_mean else out.mean

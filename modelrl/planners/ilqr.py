@@ -121,6 +121,7 @@ class ILQR(Planner):
     """
 
     uses_autograd = True  # derivatives by autograd inside _optimize
+    batched = False  # one problem at a time (its line search and regularisation are per problem)
 
     def __init__(
         self,

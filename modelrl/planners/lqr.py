@@ -151,19 +151,26 @@ class LQR(Planner):
 
     def cost(self, x0) -> float:
         """Optimal cost x0' P x0 from ``x0`` (P_0 for a finite horizon), ignoring action bounds."""
-        x = np.asarray(self._check_state(x0).cpu(), dtype=np.float64)
+        x = np.asarray(self._one_state(x0).cpu(), dtype=np.float64)
         P = self.P if self.infinite else self.P[0]
         return float(x @ P @ x)
 
     def act(self, state) -> np.ndarray:
-        """u = -K_0 x, clamped to the action bounds."""
-        x = self._check_state(state)
-        return self.clamp(-self._K[0] @ x).cpu().numpy()
+        """u = -K_0 x, clamped to the action bounds (``[A]``, or ``[B, A]`` for states ``[B, S]``)."""
+        x, single = self._check_state(state)
+        u = self.clamp(x @ -self._K[0].T)
+        return (u[0] if single else u).cpu().numpy()
+
+    def _one_state(self, state) -> Tensor:
+        x, single = self._check_state(state)
+        if not single:
+            raise ValueError(f"cost takes one state [S], got a batch of shape {tuple(x.shape)}")
+        return x[0]
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
-        x, actions = state, []
+        x, actions = state, []  # [B, S]: the feedback rolled out for every problem at once
         for t in range(self.horizon):
-            u = self.clamp(-self._K[t] @ x)
+            u = self.clamp(x @ -self._K[t].T)
             actions.append(u)
-            x = self._A @ x + self._B @ u
+            x = x @ self._A.T + u @ self._B.T
         return torch.stack(actions)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from modelrl.planners.base import Planner
-from modelrl.planners.sampling import gaussian_noise, noise_factor
+from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, noise_factor
 from modelrl.types import Dynamics
 
 
@@ -44,16 +44,13 @@ class MPPI(Planner):
         **kwargs,
     ) -> None:
         super().__init__(dynamics, action_space, horizon, **kwargs)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if temperature <= 0:
-            raise ValueError(f"temperature (lambda) must be > 0, got {temperature}")
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
         if num_elites is not None and not 1 <= num_elites <= num_samples:
             raise ValueError(f"need 1 <= num_elites <= num_samples, got {num_elites} of {num_samples}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.settings = SamplingSettings(
+            num_samples=int(num_samples), iterations=int(iterations), num_elites=num_elites, weighting="softmax",
+            temperature=float(temperature), momentum=float(momentum), refit_std=bool(update_std),
+            min_std=float(min_std), include_mean=bool(include_mean))
+        self.core = SamplingOptimizer(self.settings, self.low, self.high)
         self.num_samples, self.temperature, self.iterations = int(num_samples), float(temperature), int(iterations)
         self.num_elites, self.momentum = num_elites, momentum
         self.update_std, self.min_std, self.include_mean = update_std, min_std, include_mean
@@ -63,27 +60,15 @@ class MPPI(Planner):
         self._sigma_inv = torch.cholesky_inverse(factor)  # Sigma^-1 from its Cholesky factor
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
-        mean, std = init, None  # std [H, A] once refitted (update_std); before that the fixed noise
-        shape = (self.num_samples, self.horizon, self.action_dim)
-        for _ in range(self.iterations):
-            if std is None:
-                eps = gaussian_noise(shape, self.noise, self.generator)
-            else:
-                eps = std * torch.randn(shape, generator=self.generator, dtype=self.dtype, device=self.device)
-            if self.include_mean:
-                eps[0] = 0.0
-            candidates = self.clamp(mean + eps)
+        # the first iteration samples the given noise (a std per dimension, or a covariance factor)
+        std = self.noise if self.noise.ndim == 2 else self.noise.expand_as(init)
+
+        def objective(candidates: Tensor, mean: Tensor) -> Tensor:
             returns = self.returns(state, candidates)
             if self.control_cost:  # return -= lambda * sum_t mean_t^T Sigma^-1 (clamped eps)_t
-                gain = (mean @ self._sigma_inv).reshape(-1)
-                returns = returns - self.temperature * ((candidates - mean).reshape(shape[0], -1) @ gain)
-            if self.num_elites is not None and self.num_elites < self.num_samples:
-                returns, idx = torch.topk(returns, self.num_elites)
-                candidates = candidates[idx]
-            w = torch.softmax((returns - returns.max()) / self.temperature, dim=0)
-            new_mean = (w @ candidates.reshape(w.shape[0], -1)).view_as(mean)
-            if self.update_std:
-                var = torch.einsum("n,nha->ha", w, (candidates - new_mean) ** 2)
-                std = var.sqrt().clamp_min(self.min_std)
-            mean = self.momentum * mean + (1 - self.momentum) * new_mean
-        return mean
+                gain = mean @ self._sigma_inv  # [H, B, A]
+                returns = returns - self.temperature * torch.einsum(
+                    "hbna,hba->bn", candidates - mean.unsqueeze(2), gain)
+            return returns
+
+        return self.core.optimize(objective, init, std, self.generator).mean

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from modelrl.planners.base import Planner
+from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings
 from modelrl.types import Dynamics
 
 
@@ -23,16 +24,14 @@ class RandomShooting(Planner):
         **kwargs,
     ) -> None:
         super().__init__(dynamics, action_space, horizon, **kwargs)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
             raise ValueError("RandomShooting samples uniformly within the action bounds, which must be finite")
         self.num_samples = int(num_samples)
+        self.core = SamplingOptimizer(SamplingSettings(num_samples=self.num_samples, uniform=True, num_elites=1,
+                                                       refit_std=False), self.low, self.high)
 
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
-        u = torch.rand((self.num_samples, self.horizon, self.action_dim), generator=self.generator,
-                       dtype=self.dtype, device=self.device)
-        candidates = self.low + u * (self.high - self.low)
-        candidates[0] = init
-        returns = self.returns(state, candidates)
-        return candidates[torch.argmax(returns)]
+        # one iteration, the best candidate; the warm start rides along so the plan never gets worse
+        out = self.core.optimize(lambda candidates, mean: self.returns(state, candidates), init,
+                                 torch.ones_like(init), self.generator, extra=init.unsqueeze(2))
+        return out.best

@@ -31,13 +31,22 @@ def set_env_rng_state(env, state: dict[str, Any]) -> None:
 
 
 def global_rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The process-wide generators: torch's CPU one, every CUDA device's (where CUDA is present), numpy, random."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_global_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore ``global_rng_state``; CUDA states are restored where the same number of devices exists
+    (a checkpoint moved to a machine without CUDA, or with another count, keeps the CPU ones only)."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -49,7 +58,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Every tensor is loaded onto the CPU (``map_location``), whatever device wrote it; agents move
+    what they hold to their own device, so a CUDA checkpoint resumes on a CPU machine and back."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: the run stopped before its first checkpoint")
-    return torch.load(path, weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -18,8 +18,11 @@ from modelrl.models.diagnostics import k_step_error, one_step_error, predicted_t
 from modelrl.runner.checkpoint import load_checkpoint
 
 
-def load_agent(run_dir: str | Path):
-    """The agent of a run directory, restored from its last checkpoint, and the run's saved config."""
+def load_agent(run_dir: str | Path, device: str | None = None):
+    """The agent of a run directory, restored from its last checkpoint, and the run's saved config.
+
+    ``device`` (default ``auto``) need not be the one it trained on: a CUDA run loads on a CPU machine
+    and the other way round."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
@@ -27,7 +30,8 @@ def load_agent(run_dir: str | Path):
     train = saved["train"]
     config_cls, agent_cls = agent_classes(train["algo"])
     env = make_env(train["env"], seed=train["seed"], action_repeat=train.get("action_repeat", 1))
-    agent = agent_cls(env, build_config(config_cls, None, **saved["agent"]), seed=train["seed"])
+    device = device or "auto"
+    agent = agent_cls(env, build_config(config_cls, None, **saved["agent"]), seed=train["seed"], device=device)
     agent.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent"])
     env.close()
     return agent, saved

@@ -55,6 +55,48 @@ def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, rend
     return total, steps, frames
 
 
+def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps: int | None = None,
+                 lockstep: bool = True) -> tuple[list[float], list[int], list[list[np.ndarray]]]:
+    """Episode i on ``envs[i]`` from ``reset(seed=seeds[i])`` with the agent's evaluation action.
+
+    ``lockstep``: the K episodes advance together, one ``agent.act_batch(obs[K, S])`` per step (one
+    batched plan for all of them); a finished episode is masked out (its env is not stepped again,
+    its last observation stays in the batch so every row keeps its own warm start). Agents without
+    ``act_batch`` (and ``lockstep=False``) run the episodes one after another. Frames of the first
+    ``render`` episodes are returned. Returns (returns, lengths, frames per episode).
+    """
+    k = len(envs)
+    batch_act = getattr(agent, "act_batch", None)
+    if lockstep and k > 1 and batch_act is not None:
+        obs = np.stack([env.reset(seed=sd)[0] for env, sd in zip(envs, seeds)])
+        frames = [[_frame(envs[i])] if i < render else [] for i in range(k)]
+        agent.reset()
+        totals, lengths, alive = np.zeros(k), np.zeros(k, dtype=int), np.ones(k, dtype=bool)
+        try:
+            actions = batch_act(obs, eval=True)
+        except NotImplementedError:
+            actions = None
+        if actions is not None:
+            while alive.any():
+                for i in np.flatnonzero(alive):
+                    o, r, term, trunc, _ = envs[i].step(actions[i])
+                    obs[i] = o
+                    totals[i] += float(r)
+                    lengths[i] += 1
+                    if i < render:
+                        frames[i].append(_frame(envs[i]))
+                    if term or trunc or (max_steps is not None and lengths[i] >= max_steps):
+                        alive[i] = False
+                if alive.any():
+                    actions = batch_act(obs, eval=True)
+            return totals.tolist(), lengths.tolist(), frames
+    out = []
+    for i, (env, sd) in enumerate(zip(envs, seeds)):
+        agent.reset()
+        out.append(run_episode(env, lambda o: agent.act(o, eval=True), sd, i < render, max_steps))
+    return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
+
+
 def _frame(env) -> np.ndarray:
     import gymnasium
 
@@ -127,8 +169,14 @@ def evaluate_run(
     max_steps: int | None = None,
     fps: int | None = None,
     threads: int | None = 1,
+    device: str | None = None,
+    lockstep: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run's agent; writes ``eval.json`` (and videos) into the run directory and returns the result."""
+    """Evaluate a run's agent; writes ``eval.json`` (and videos) into the run directory and returns the result.
+
+    The episodes run in lockstep (one batched action per step for all of them) unless ``lockstep`` is
+    False; ``device`` places the agent (default: the run's own setting, ``auto`` for older runs).
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if video and video_episodes < 1:
@@ -144,30 +192,32 @@ def evaluate_run(
 
     if threads is not None:
         torch.set_num_threads(threads)  # as in training: small batched planning ops run fastest on one thread
-    agent, saved = load_agent(run_dir)
+    agent, saved = load_agent(run_dir, device=device)
     train = saved["train"]
     repeat = int(train.get("action_repeat", 1))
     env = make_env(train["env"], seed=seed, action_repeat=repeat, render_mode="rgb_array" if video else None)
     fps = fps or max(1, round((env.metadata.get("render_fps") or 30) / repeat))  # one frame per agent step: real time
-    returns, lengths, videos = [], [], []
+    envs = [env] + [make_env(train["env"], seed=seed, action_repeat=repeat, render_mode="rgb_array" if video else None)
+                    for _ in range(episodes - 1)] if lockstep else [env] * episodes
+    videos: list[str] = []
     t0 = time.perf_counter()
     try:
-        for i in range(episodes):
-            agent.reset()
-            render = video and i < video_episodes
-            total, steps, frames = run_episode(env, lambda o: agent.act(o, eval=True), seed + i, render, max_steps)
-            returns.append(total)
-            lengths.append(steps)
-            if render:
-                stem = run_dir / "videos" / f"episode_{i}"
-                videos += [str(p) for p in write_video(frames, stem, fps)]
-                frame_png = stem.parent / f"episode_{i}_frame.png"
-                import imageio.v2 as imageio
+        returns, lengths, frames = run_episodes(agent, envs, [seed + i for i in range(episodes)],
+                                                render=video_episodes if video else 0, max_steps=max_steps,
+                                                lockstep=lockstep)
+        for i, ep_frames in enumerate(frames):
+            if not ep_frames:
+                continue
+            stem = run_dir / "videos" / f"episode_{i}"
+            videos += [str(p) for p in write_video(ep_frames, stem, fps)]
+            frame_png = stem.parent / f"episode_{i}_frame.png"
+            import imageio.v2 as imageio
 
-                imageio.imwrite(frame_png, frames[len(frames) // 2])
-                videos.append(str(frame_png))
+            imageio.imwrite(frame_png, ep_frames[len(ep_frames) // 2])
+            videos.append(str(frame_png))
     finally:
-        env.close()  # frees the GL context now, not in a destructor at interpreter exit
+        for e in {id(x): x for x in envs}.values():
+            e.close()  # frees the GL contexts now, not in a destructor at interpreter exit
     result = {
         "run": str(run_dir), "algo": train["algo"], "env": train["env"], "episodes": episodes, "seed": seed,
         "reset_seeds": [seed + i for i in range(episodes)], "returns": returns, "lengths": lengths,

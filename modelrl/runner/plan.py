@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelrl.device import resolve_device
 from modelrl.envs import make_env, true_dynamics
 from modelrl.planners import make_planner
 from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
@@ -58,6 +59,7 @@ def run_plan(
     save: bool = True,
     progress: bool = True,
     threads: int | None = 1,
+    device: str = "auto",
 ) -> PlanResult:
     """Run ``episodes`` closed-loop episodes of ``planner`` on ``env_id`` with its true model.
 
@@ -72,7 +74,7 @@ def run_plan(
     kwargs = resolved_planner_kwargs(planner, env_id, planner_kwargs or {})
     env = make_env(env_id, seed=seed)
     dynamics = true_dynamics(env_id)
-    agent = make_planner(planner, dynamics, env.action_space, seed=seed, **kwargs)
+    agent = make_planner(planner, dynamics, env.action_space, seed=seed, device=resolve_device(device), **kwargs)
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000)
 
     run_dir = None

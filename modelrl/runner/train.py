@@ -21,6 +21,7 @@ from modelrl.envs import make_env
 from modelrl.envs.make import NonFiniteObservationError
 from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
                                        set_env_rng_state, set_global_rng_state)
+from modelrl.runner.evaluate import run_episodes
 from modelrl.runner.experts import attach_run_resources
 from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
 
@@ -43,27 +44,68 @@ class TrainConfig:
     action_repeat: int = 1
     threads: int | None = 1
     """torch threads; 1 is fastest for the small batched ops of planning on a laptop CPU."""
+    device: str = "auto"
+    """Where the agent's modules, tensors and generators live: auto (CUDA where available), cpu, cuda, cuda:N."""
 
 
 class TrainingError(RuntimeError):
     """Training stopped on bad data; the message names the step and the checkpoint to resume from."""
 
 
-def evaluate(agent, env_id: str, episodes: int, seed: int, action_repeat: int = 1) -> list[float]:
-    """Returns of ``episodes`` evaluation episodes (fixed reset seeds, so every evaluation sees the same starts)."""
-    env = make_env(env_id, seed=seed, action_repeat=action_repeat)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + 1000 * seed + i)
-        agent.reset()
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(agent.act(obs, eval=True))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    env.close()
+def evaluate(agent, env_id: str | list, episodes: int, seed: int, action_repeat: int = 1,
+             lockstep: bool = True) -> list[float]:
+    """Returns of ``episodes`` evaluation episodes (fixed reset seeds, so every evaluation sees the same starts).
+
+    The episodes run in lockstep (``runner.evaluate.run_episodes``). ``env_id`` may be a list of
+    ``episodes`` envs made before (the run loop keeps its evaluation envs between evaluations).
+    """
+    envs = env_id if isinstance(env_id, list) else eval_envs(env_id, episodes if lockstep else 1, seed, action_repeat)
+    seeds = [10_000 + 1000 * seed + i for i in range(episodes)]
+    if not lockstep or len(envs) < episodes:
+        envs = [envs[0]] * episodes
+    returns, _, _ = run_episodes(agent, envs[:episodes], seeds, lockstep=lockstep)
+    if not isinstance(env_id, list):
+        for env in {id(e): e for e in envs}.values():
+            env.close()
     return returns
+
+
+def eval_envs(env_id: str, episodes: int, seed: int, action_repeat: int = 1) -> list:
+    """One env per evaluation episode, for lockstep evaluation."""
+    return [make_env(env_id, seed=seed, action_repeat=action_repeat) for _ in range(episodes)]
+
+
+class LossMeter:
+    """What ``agent.update`` returns, per logged row: tensors are per-update measurements (losses), averaged
+    over the updates since the last row and read from the device once per row (as SB3 logs means);
+    plain numbers are state (counters, schedules, cumulative times) and keep their latest value."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+
+    def add(self, out: dict) -> None:
+        for k, v in out.items():
+            if isinstance(v, torch.Tensor):
+                v = v.detach().float()
+                self.sums[k] = v if k not in self.sums else self.sums[k] + v
+                self.counts[k] = self.counts.get(k, 0) + 1
+            else:
+                self.last[k] = float(v)
+
+    def row(self) -> dict[str, float]:
+        """The row's values, and a fresh start for the next row."""
+        out = dict(self.last)
+        out.update({k: float(v) / self.counts[k] for k, v in self.sums.items()})
+        self.sums, self.counts, self.last = {}, {}, {}
+        return out
+
+    def state_dict(self) -> dict:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts), "last": dict(self.last)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.counts, self.last = dict(state["sums"]), dict(state["counts"]), dict(state["last"])
 
 
 def train(
@@ -73,8 +115,12 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    device: str | None = None,
 ):
-    """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory."""
+    """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory;
+    ``device`` overrides ``cfg.device``; with ``resume`` it moves a run to another device than the one it
+    started on (resumes are exact on one device; across devices the random streams restart, see
+    ``modelrl.device.load_generator_state``)."""
     if resume is not None:
         run_dir = Path(resume)
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -90,6 +136,8 @@ def train(
             raise ValueError("eval_every and eval_episodes must be >= 1")
         run_dir = None
         ckpt = None
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     config_cls, agent_cls = agent_classes(cfg.algo)
@@ -97,8 +145,9 @@ def train(
     env = make_env(cfg.env, seed=cfg.seed, action_repeat=cfg.action_repeat)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    agent = agent_cls(env, agent_config, seed=cfg.seed)
+    agent = agent_cls(env, agent_config, seed=cfg.seed, device=cfg.device)
     buffer = ReplayBuffer(agent.obs_dim, agent.action_dim, cfg.buffer_capacity, seed=cfg.seed)
+    meter = LossMeter()
     explore_rng = np.random.default_rng(cfg.seed + 1)
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
@@ -121,6 +170,8 @@ def train(
         step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
         eval_s = ckpt.get("eval_s", 0.0)
         cpu0, eval_cpu_s = ckpt.get("cpu_s", 0.0), ckpt.get("eval_cpu_s", 0.0)
+        if "losses" in ckpt:
+            meter.load_state_dict(ckpt["losses"])
         obs, _ = env.reset()
     metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "train_cpu_s", "eval_return",
                                       "eval_return_std", "episode", "train_return"], keep_until=step if ckpt is not None else None)
@@ -134,12 +185,14 @@ def train(
             "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
             "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
             "wall_s": time.perf_counter() - t0, "eval_s": eval_s, "cpu_s": time.process_time() - c0,
-            "eval_cpu_s": eval_cpu_s})
+            "eval_cpu_s": eval_cpu_s, "losses": meter.state_dict()})
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
-        nonlocal eval_s, eval_cpu_s
+        nonlocal eval_s, eval_cpu_s, envs_for_eval
         t_eval, c_eval = time.perf_counter(), time.process_time()
-        returns = evaluate(agent, cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+        if envs_for_eval is None:
+            envs_for_eval = eval_envs(cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+        returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
         eval_s += time.perf_counter() - t_eval
         eval_cpu_s += time.process_time() - c_eval
         wall = time.perf_counter() - t0
@@ -157,7 +210,8 @@ def train(
         return row["eval_return"]
 
     agent.reset()
-    ep_return, losses, last_eval = 0.0, {}, float("nan")
+    ep_return, last_eval = 0.0, float("nan")
+    envs_for_eval = None
     bar = progress_bar(progress)
     try:
         with bar:
@@ -172,16 +226,15 @@ def train(
                 step += 1
                 ep_return += float(reward)
                 obs = next_obs
-                losses = {**losses, **agent.update(buffer, step)}
+                meter.add(agent.update(buffer, step))
                 bar.advance(task)
                 if on_step is not None:
                     on_step(step)
                 if terminated or truncated or step == cfg.steps:
                     episode += 1
                     if step >= next_eval or step == cfg.steps:
-                        last_eval = log_eval(ep_return, losses)
+                        last_eval = log_eval(ep_return, meter.row())
                         next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-                        losses = {}
                     bar.update(task, description=f"{cfg.algo} on {cfg.env}: episode {episode}, "
                                                  f"return {ep_return:.1f}, eval {last_eval:.1f}")
                     ep_return = 0.0
@@ -197,6 +250,8 @@ def train(
         if tb is not None:
             tb.close()
         env.close()
+        for e in envs_for_eval or []:
+            e.close()
     from modelrl.runner.plots import write_learning_curve
 
     write_learning_curve(run_dir)

@@ -1,0 +1,59 @@
+"""The run-level device: one setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) for every tensor,
+module and generator of a run, and random-generator states that travel between devices."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import torch
+
+DEVICE_HELP = "auto (CUDA where available, else the CPU), cpu, cuda or cuda:N"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None -> ``cuda`` when a CUDA device is present, else ``cpu``; other names are checked."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use {DEVICE_HELP}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device (torch "
+                             f"{torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type not in ("cpu", "meta", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use {DEVICE_HELP}")
+    return dev
+
+
+def generator_state(gen: torch.Generator) -> dict[str, Any]:
+    """A generator's state with the device type it belongs to (CPU and CUDA states differ in format)."""
+    return {"device": gen.device.type, "state": gen.get_state()}
+
+
+def load_generator_state(gen: torch.Generator, saved) -> None:
+    """Restore ``saved`` (from ``generator_state``, or a bare state of older checkpoints) into ``gen``.
+
+    Same device type: exact. Another device type (a CUDA run resumed on a CPU, or the other way
+    round): the states are not interchangeable, so ``gen`` is reseeded from a hash of the saved
+    state (deterministic, but not the stream the saved run would have drawn) with a warning.
+    """
+    if isinstance(saved, dict):
+        kind, state = saved["device"], saved["state"]
+    else:
+        kind, state = "cpu", saved
+    state = state.cpu()
+    if kind == gen.device.type:
+        gen.set_state(state)
+        return
+    seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little") >> 1
+    gen.manual_seed(seed)
+    warnings.warn(f"a random generator saved on {kind} is restored on {gen.device.type}: reseeded from the "
+                  f"saved state, so random draws from here on differ from the original device's", stacklevel=2)
