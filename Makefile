@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -c constraints.txt
 RUN ?= runs/quickstart
 
-.PHONY: demo test bench quickstart video clean
+.PHONY: demo test bench quickstart video clean device-check device-wheels
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -67,6 +67,21 @@ video: $(VENV)/.installed-video
 # Planner benchmark against pytorch-mppi (writes benchmarks/results/planners.json).
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.planners
+
+# Every algorithm a few hundred steps on CUDA and on the CPU (docs/benchmarks.md, "Device check"). Runs on
+# $(PY)'s own torch (a CUDA build on a GPU machine), not the venv's CPU wheel; gymnasium and mujoco are installed
+# into it when missing, from WHEELS=<dir> where the machine cannot reach PyPI (`make device-wheels` fills .whl/).
+WHEELS ?=
+device-check:
+	@$(PY) -c "import gymnasium, mujoco" 2>/dev/null || $(PY) -m pip install -q \
+		$(if $(WHEELS),--no-index --find-links $(WHEELS)) "gymnasium>=1.0" "mujoco==3.17.0"
+	PYTHONPATH=. $(PY) -m benchmarks.device_check $(ARGS)
+
+# The wheels device-check needs on a GPU machine without internet (Python 3.12, x86-64), into .whl/
+device-wheels:
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d .whl \
+		gymnasium==1.4.0 mujoco==3.17.0 farama-notifications==0.0.6 glfw==2.11.0 pyopengl==3.1.10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,161 @@
+"""The run-level device, portable generator states and checkpoints, per-row loss averages, lockstep
+evaluation and batched planning. Tests marked ``gpu`` run only where CUDA exists."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from modelrl.agents import make
+from modelrl.device import generator_state, load_generator_state, resolve_device
+from modelrl.envs import PendulumDynamics, make_env
+from modelrl.planners import MPPI, rollout_returns
+from modelrl.runner.train import LossMeter, TrainConfig, evaluate, train
+from conftest import metrics_rows
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def gpu(test):
+    """Marked ``gpu`` (``pytest -m gpu`` selects them) and skipped where no CUDA device exists."""
+    return pytest.mark.gpu(pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")(test))
+
+
+def test_resolve_device_names_and_errors():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if HAS_CUDA else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    if not HAS_CUDA:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")
+
+
+def test_generator_state_round_trip_and_across_device_types():
+    gen = torch.Generator().manual_seed(5)
+    saved = generator_state(gen)
+    first = torch.randn(4, generator=gen)
+    other = torch.Generator()
+    load_generator_state(other, saved)
+    assert torch.equal(torch.randn(4, generator=other), first)  # same device type: exact
+    load_generator_state(other, saved["state"])  # a bare state (checkpoints of earlier versions)
+    assert torch.equal(torch.randn(4, generator=other), first)
+    foreign = {"device": "cuda", "state": torch.arange(16, dtype=torch.uint8)}  # a CUDA state, read on a CPU
+    with pytest.warns(UserWarning, match="reseeded"):
+        load_generator_state(other, foreign)
+    a = torch.randn(4, generator=other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_generator_state(other, foreign)
+    assert torch.equal(torch.randn(4, generator=other), a)  # deterministic reseed
+
+
+def test_loss_meter_averages_tensors_keeps_latest_numbers_and_checkpoints():
+    m = LossMeter()
+    m.add({"loss": torch.tensor(1.0), "updates": 1.0})
+    m.add({"loss": torch.tensor(3.0), "updates": 2.0})
+    saved = m.state_dict()
+    assert m.row() == {"loss": 2.0, "updates": 2.0}
+    assert m.row() == {}  # a fresh start for the next row
+    again = LossMeter()
+    again.load_state_dict(saved)
+    again.add({"loss": torch.tensor(5.0)})
+    assert again.row() == {"loss": 3.0, "updates": 2.0}
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "InvertedPendulum-v5"])
+def test_lockstep_evaluation_equals_one_episode_after_another(env_id):
+    """A deterministic policy gets the same returns in lockstep as sequentially (same reset seeds); on
+    InvertedPendulum episodes end at different steps, so finished ones must be masked out."""
+    env = make_env(env_id, seed=0)
+    agent = make("sac", env, seed=0, device="cpu")
+    lock = evaluate(agent, env_id, 4, seed=1, lockstep=True)
+    seq = evaluate(agent, env_id, 4, seed=1, lockstep=False)
+    assert lock == pytest.approx(seq, rel=1e-6)  # equal up to the rounding of a batched matmul
+    if env_id == "InvertedPendulum-v5":
+        assert len(set(np.round(lock, 6))) > 1  # the episodes really differ in length
+
+
+def test_batched_mppi_plans_each_problem_as_well_as_alone():
+    """B pendulum states planned in one call: each row's plan is as good (through the true model) as a
+    plan made for that state alone, and rows keep separate warm starts."""
+    dyn = PendulumDynamics()
+    states = torch.tensor([[-1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, -2.0], [0.7, -0.7, 0.5]])
+    batched = MPPI(dyn, (np.array([-1.0]), np.array([1.0])), horizon=15, num_samples=500, temperature=0.1, seed=0)
+    plans = batched.plan(states.numpy())
+    assert plans.shape == (4, 15, 1) and batched._warm.shape == (15, 4, 1)
+    gaps = []
+    for i, s in enumerate(states):
+        alone = MPPI(dyn, (np.array([-1.0]), np.array([1.0])), horizon=15, num_samples=500, temperature=0.1,
+                     seed=i + 1).plan(s.numpy())
+        r_batch = rollout_returns(dyn, s, plans[i][None])[0]
+        r_alone = rollout_returns(dyn, s, alone[None])[0]
+        gaps.append(float(abs(r_batch - r_alone) / (abs(r_alone) + 1.0)))
+    assert max(gaps) < 0.1, gaps
+    first = batched.act(states.numpy())
+    assert first.shape == (4, 1)
+    with pytest.raises(ValueError, match="batch"):
+        batched.plan(states[:2].numpy())
+
+
+def test_cpu_run_resumes_with_an_explicit_device(tmp_path):
+    """``train(..., device=...)`` on resume: a run started with ``auto`` continues on ``cpu`` exactly."""
+    cfg = TrainConfig("sac", "Pendulum-v1", 400, seed=0, eval_every=200, eval_episodes=2, device="auto")
+    over = {"explore_steps": 100, "batch_size": 32, "hidden_size": 32}
+    _, full = train(cfg, overrides=over, out=tmp_path / "full", progress=False)
+    _, part = train(TrainConfig(**{**cfg.__dict__, "steps": 200}), overrides=over, out=tmp_path / "part",
+                    progress=False)
+    import yaml
+
+    saved = yaml.safe_load((part / "config.yaml").read_text())
+    saved["train"]["steps"] = 400
+    (part / "config.yaml").write_text(yaml.safe_dump(saved))
+    train(cfg, resume=part, progress=False, device="cpu")
+    strip = [{k: v for k, v in r.items() if not k.endswith(("wall_s", "cpu_s")) and not k.startswith("time_")}
+             for r in metrics_rows(full)]
+    again = [{k: v for k, v in r.items() if not k.endswith(("wall_s", "cpu_s")) and not k.startswith("time_")}
+             for r in metrics_rows(part)]
+    assert strip == again
+
+
+# -- on a GPU ---------------------------------------------------------------------------------------
+@gpu
+@pytest.mark.parametrize("algo, over", [
+    ("tdmpc", {"mlp_dim": 32, "enc_dim": 16, "latent_dim": 8, "num_samples": 16, "num_elites": 4, "iterations": 2,
+               "batch_size": 16, "horizon": 3, "explore_steps": 50}),
+    ("sac", {"explore_steps": 50, "batch_size": 32}),
+    ("mpc", {"explore_steps": 50, "model_epochs": 2}),
+])
+def test_gpu_run_resumes_exactly_and_evaluates_on_the_cpu(tmp_path, crash_and_resume, algo, over):
+    """On CUDA: a crashed run resumes bit for bit; its checkpoint then loads and evaluates on the CPU, and
+    a CPU checkpoint resumes on CUDA."""
+    from modelrl.runner.evaluate import evaluate_run
+
+    cfg = TrainConfig(algo, "Pendulum-v1", 300, seed=0, eval_every=100, eval_episodes=2, device="cuda")
+    full, a, _, b = crash_and_resume(cfg, over, crash_at=250)
+    assert a == b
+    res = evaluate_run(full, episodes=2, device="cpu")
+    assert np.isfinite(res["mean_return"])
+    cpu_cfg = TrainConfig(algo, "Pendulum-v1", 200, seed=0, eval_every=100, eval_episodes=2, device="cpu")
+    _, run = train(cpu_cfg, overrides=over, out=tmp_path / "cpu", progress=False)
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["train"]["steps"] = 300
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # generator states are reseeded across device types
+        agent, _ = train(cpu_cfg, resume=run, progress=False, device="cuda")
+    assert agent.device.type == "cuda" and len(metrics_rows(run)) == 3
+
+
+@gpu
+def test_gpu_learning_matches_the_cpu_test():
+    """The short TD-MPC learning check of test_tdmpc.py, on CUDA."""
+    from test_tdmpc import SMALL
+
+    cfg = TrainConfig("tdmpc", "Pendulum-v1", 1600, seed=0, preset="cpu", eval_every=800, eval_episodes=3,
+                      device="cuda")
+    _, run = train(cfg, overrides=SMALL, progress=False)
+    assert float(metrics_rows(run)[-1]["eval_return"]) >= -200.0
