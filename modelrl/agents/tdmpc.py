@@ -17,11 +17,12 @@ Read top to bottom, as the paper's Algorithm 1:
 Defaults are the official configuration (github.com/nicklashansen/tdmpc, ``cfgs/default.yaml``,
 cited as "official"), with behaviour taken from its ``src/algorithm/tdmpc.py``.
 
-The planner lives here rather than in ``modelrl.planners``: its policy-trajectory mixture, the
-Q terminal value with a noisy policy action, the sigma floor and horizon that follow the training
-step, the zero-filled warm start and the elite-sampled output action have no counterpart in the
-generic ``Planner`` interface, and adding them there would bend it around one algorithm. TOLD
-still implements the ``Dynamics`` protocol, so the generic planners can plan through it too.
+The planner is a setting of the sampling core every planner shares (``modelrl.planners.sampling``):
+softmax-weighted top-k elites, momentum on the mean, std refitted and clamped to [scheduled floor, 2],
+the policy trajectories as extra candidates, noise drawn time-major as the official code draws it.
+What stays here is TD-MPC's own: the latent objective with the terminal Q, the zero-filled warm
+start, the horizon and floor schedules and the elite-sampled output action. A test replays the
+planner as it was written before the core and gets the same actions, draw for draw.
 """
 from __future__ import annotations
 
