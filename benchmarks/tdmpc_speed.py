@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from benchmarks.common import machine, md_table, save_results, write_docs_section
+from benchmarks.common import load_results, machine, md_table, save_results, write_docs_section
 
 CARTPOLE_STEPS, REPEAT, EPISODE = 100_000, 8, 125  # env steps, official action repeat, agent steps per episode
 EVAL_EVERY, EVAL_EPISODES = 10_000, 10  # official eval_freq and eval_episodes
@@ -118,6 +118,37 @@ def measure(preset: str, repeats: int) -> dict:
     }
 
 
+def compiled_vs_eager(preset: str, repeats: int) -> dict:
+    """TD-MPC ``compile=True`` against the eager agent, same seed, same process, alternating: thread CPU
+    medians per plan and per update, and the compilation (first update and first plan) apart."""
+    from modelrl.agents import make
+    from modelrl.envs import make_env
+
+    env = make_env("dmc:cartpole-swingup", seed=0, action_repeat=REPEAT)
+    agents, compile_s = {}, {}
+    for comp in (False, True):
+        agent = make("tdmpc", env, preset=preset, seed=0, device="cpu", compile=comp, pretrain_updates=1)
+        buf = filled_buffer(agent, env, 1000)
+        t = time.perf_counter()
+        agent.update(buf, agent.config.explore_steps)  # the first update compiles the losses
+        agent.step = agent.config.schedule_steps
+        obs, _ = env.reset(seed=1)
+        agent.act(obs)  # the first plan compiles the latent rollout
+        compile_s[comp] = time.perf_counter() - t
+        agents[comp] = (agent, buf, obs)
+    plan = {False: [], True: []}
+    upd = {False: [], True: []}
+    for _ in range(repeats):
+        for comp, (agent, buf, obs) in agents.items():
+            plan[comp].append(timed(lambda: agent.act(obs), 1)[1])
+            upd[comp].append(timed(lambda: agent._update_once(buf), 1)[1])
+    p_e, p_c = statistics.median(plan[False]), statistics.median(plan[True])
+    u_e, u_c = statistics.median(upd[False]), statistics.median(upd[True])
+    return {"preset": preset, "plan_cpu_ms": 1e3 * p_e, "plan_cpu_ms_compiled": 1e3 * p_c,
+            "update_cpu_ms": 1e3 * u_e, "update_cpu_ms_compiled": 1e3 * u_c,
+            "step_ratio": (p_c + u_c) / (p_e + u_e), "compile_s": compile_s[True] - compile_s[False]}
+
+
 MEMORY_CHILD = r"""
 import json, resource, sys, numpy as np
 from modelrl.data.buffer import ReplayBuffer
@@ -157,7 +188,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 repeats, cpu preset only, no write")
+    parser.add_argument("--compile", action="store_true",
+                        help="only the compiled-against-eager table (TD-MPC compile=True), both presets")
     args = parser.parse_args()
+    if args.compile:
+        torch.set_num_threads(1)
+        rows = [compiled_vs_eager(p, 3 if p == "paper" else args.repeats * 4) for p in ("cpu", "paper")]
+        data = load_results("tdmpc_speed")
+        data["compile"] = {"machine": machine(), "rows": rows}
+        save_results("tdmpc_speed", data)
+        m = data["compile"]["machine"]
+        table = md_table(["preset", "ms / plan: eager, compiled", "ms / update: eager, compiled",
+                          "plan + update, compiled / eager", "compilation, s (first update + plan)"],
+                         [[r["preset"], f"{r['plan_cpu_ms']:.1f}, {r['plan_cpu_ms_compiled']:.1f}",
+                           f"{r['update_cpu_ms']:.1f}, {r['update_cpu_ms_compiled']:.1f}", f"{r['step_ratio']:.2f}x",
+                           f"{r['compile_s']:.0f}"] for r in rows])
+        text = (f"### TD-MPC compiled (`compile=True`) against eager\n\n`python -m benchmarks.tdmpc_speed --compile` on "
+                f"{m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread, cartpole-swingup shapes, planning at horizon 5; "
+                f"thread CPU time, medians, the two agents alternating in one process.\n\n{table}\n")
+        write_docs_section("tdmpc_compile", text)
+        print(text)
+        return
     torch.set_num_threads(1)
     presets = ["cpu"] if args.quick else ["paper", "cpu"]
     results = [measure(p, 2 if args.quick else args.repeats) for p in presets]

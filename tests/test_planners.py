@@ -270,3 +270,22 @@ def test_unseeded_planner_leaves_global_rng_alone():
     torch.manual_seed(123)
     MPPI(PendulumDynamics(), UNIT, horizon=3)  # no seed: fresh entropy, not torch.seed()
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_planner_terminal_value_adds_discounted_value_of_the_last_state():
+    """``terminal_value`` reaches every sampled return: gamma^H V(s_H) on top of the rewards, so a planner
+    whose rewards are flat follows the value alone."""
+    class Drift:  # s' = s + a, no reward
+        def step(self, s, a):
+            return s + a, torch.zeros(a.shape[0])
+
+    value = lambda s: -(s[:, 0] - 2.0) ** 2  # noqa: E731  (the best final state is 2)
+    planner = MPPI(Drift(), UNIT, horizon=4, num_samples=2000, noise_sigma=0.5, temperature=0.05, gamma=0.9,
+                   terminal_value=value, seed=0)
+    states = torch.zeros(1, 1)
+    actions = torch.full((4, 1, 3, 1), 0.5)  # [H, B, N, A]: three identical candidates reaching s_H = 2
+    assert torch.allclose(planner.returns(states, actions), torch.zeros(1, 3))
+    actions[:, :, 1] = 0.0  # s_H = 0: V = -4, discounted by 0.9^4
+    assert planner.returns(states, actions)[0, 1].item() == pytest.approx(-4 * 0.9**4, rel=1e-6)
+    plan = planner.plan(np.zeros(1, dtype=np.float32))
+    assert plan.sum().item() == pytest.approx(2.0, abs=0.3)  # the plan drives s to about 2

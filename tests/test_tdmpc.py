@@ -288,3 +288,18 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "cpu" in capsys.readouterr().out
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert (run / "eval.json").exists()
+
+
+@pytest.mark.slow
+def test_compiled_latent_rollout_scores_candidates_as_the_eager_one():
+    """``compile=True`` compiles the planner's latent rollout (and the update's losses) with the random draws
+    kept outside: the same candidates and noise give the same values up to float rounding."""
+    env = make_env("Pendulum-v1", seed=0)
+    eager = make("tdmpc", env, seed=0, device="cpu", **TINY)
+    compiled = make("tdmpc", env, seed=0, device="cpu", compile=True, **TINY)
+    z = torch.randn(20, TINY["latent_dim"])
+    actions, noise = torch.rand(3, 20, 1) * 2 - 1, torch.randn(20, 1)
+    with torch.no_grad():
+        want = eager._latent_value(z, actions, noise, None)
+        got = compiled._value_fn(z, actions, noise, None)
+    assert torch.allclose(got, want, atol=1e-5)

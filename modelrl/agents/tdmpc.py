@@ -123,6 +123,9 @@ class TDMPCConfig(AgentConfig):
     simnorm: bool = False  # TD-MPC2 option: SimNorm latent (groups of 8)
     layernorm_mish: bool = False  # TD-MPC2 option: LayerNorm + Mish hidden layers
     flush_denormal: bool = True  # ours: CPU speed (see ``flush_denormal``); no effect on results beyond 1e-38
+    compile: bool = False
+    """ours: torch.compile the latent rollout that scores the candidates and the update's two losses (the random
+    draws stay outside, in the same order). Off by default: measured in docs/tdmpc.md ("Compiled")."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # The official settings (the defaults above).
@@ -171,6 +174,11 @@ class TDMPCAgent(Agent):
         self.std_floor = c.std_init  # sigma floor epsilon, scheduled
         self._prev_mean: Tensor | None = None
         self._t0 = True
+        self._value_fn, self._model_loss_fn, self._pi_loss_fn = self._latent_value, self._model_loss, self._pi_loss
+        if c.compile:  # shapes that change (horizon schedule, evaluation batches) are made dynamic after one recompile
+            self._value_fn = torch.compile(self._latent_value)
+            self._model_loss_fn = torch.compile(self._model_loss)
+            self._pi_loss_fn = torch.compile(self._pi_loss)
 
     # -- planning (Sec. 3.2) -----------------------------------------------------------------------
     def planning_horizon(self) -> int:
@@ -181,14 +189,19 @@ class TDMPCAgent(Agent):
     @torch.no_grad()
     def estimate_value(self, z: Tensor, actions: Tensor) -> Tensor:
         """G = sum_t gamma^t R(z_t, a_t) + gamma^H min Q(z_H, pi(z_H)) for ``actions[H, N, A]`` from ``z[N, L]``."""
+        noise = torch.randn((z.shape[0], self.action_dim), generator=self.plan_gen, device=self.device)  # pi's
+        return self._value_fn(z, actions, noise, self.model.draw_pick(self.plan_gen))
+
+    def _latent_value(self, z: Tensor, actions: Tensor, noise: Tensor, pick: Tensor | None) -> Tensor:
+        """``estimate_value`` with its random draws given: a pure tensor function (what ``compile`` compiles)."""
         c = self.config
         g, discount = z.new_zeros(z.shape[0]), 1.0
         for a in actions:
             z, r = self.model.next(z, a)
             g = g + discount * r
             discount *= c.discount
-        pi = self.model.pi(z, c.min_std, self.plan_gen)
-        return g + discount * self.model.q_min(z, pi, self.plan_gen)
+        pi = self.model.pi(z, c.min_std, noise=noise)
+        return g + discount * self.model.q_min(z, pi, pick=pick)
 
     def planner_settings(self) -> SamplingSettings:
         """TD-MPC's planner as a setting of the sampling core: softmax-weighted top-k elites, momentum on
@@ -293,28 +306,10 @@ class TDMPCAgent(Agent):
         horizon, b = action.shape[:2]
         rho = c.rho ** torch.arange(horizon, dtype=torch.float32, device=dev).unsqueeze(1)  # [H, 1]
 
-        with torch.no_grad():  # targets: TD (online encoder and policy, target Q) and latent consistency
-            flat_next = next_obs.reshape(horizon * b, -1)
-            next_z = model.h(flat_next)
-            next_q = self.target.q_min(next_z, model.pi(next_z, c.min_std, gen), gen).view(horizon, b)
-            td_target = reward + c.discount * next_q
-            z_target = self.target.h(flat_next).view(horizon, b, -1)
-
-        z = model.h(obs)
-        zs, rewards = [z], []
-        for t in range(horizon):  # latent rollout z_{t+1} = d(z_t, a_t)
-            z, r = model.next(z, action[t])
-            zs.append(z)
-            rewards.append(r)
-        z_all = torch.stack(zs)  # [H + 1, B, L]
-        q = model.Q(z_all[:-1].reshape(horizon * b, -1), action.reshape(horizon * b, -1)).view(-1, horizon, b)
-        consistency = (rho * ((z_all[1:] - z_target) ** 2).mean(-1)).sum(0)  # [B]
-        reward_loss = (rho * (torch.stack(rewards) - reward) ** 2).sum(0)
-        value_loss = (rho * ((q - td_target) ** 2).sum(0)).sum(0)
-        priority = (rho * (q - td_target).abs().sum(0)).sum(0).detach()
-        total = (c.consistency_coef * consistency.clamp(max=1e4) + c.reward_coef * reward_loss.clamp(max=1e4)
-                 + c.value_coef * value_loss.clamp(max=1e4))
-        weighted = (total * weight).mean()
+        rows = horizon * b
+        noise = torch.randn((rows, self.action_dim), generator=gen, device=dev)  # the TD target's policy noise
+        losses = self._model_loss_fn(obs, action, reward, next_obs, weight, rho, noise, self.target.draw_pick(gen))
+        consistency, reward_loss, value_loss, priority, total, weighted, z_all = losses
         self.optim.zero_grad(set_to_none=True)
         (weighted / horizon).backward()  # official: gradient scaled by 1/H
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optim.param_groups[0]["params"], c.grad_clip_norm)
@@ -335,6 +330,42 @@ class TDMPCAgent(Agent):
                 "grad_norm": grad_norm.detach(), "std_floor": self.std_floor,
                 "horizon": float(self.planning_horizon()), "updates": float(self.num_updates)}
 
+    def _model_loss(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, weight: Tensor, rho: Tensor,
+                    noise: Tensor, pick: Tensor | None) -> tuple[Tensor, ...]:
+        """TOLD's loss on a batch of sub-trajectories, its random draws given (what ``compile`` compiles):
+        (consistency, reward, value losses [B], priorities [B], total [B], weighted mean, z_0..z_H)."""
+        c, model = self.config, self.model
+        horizon, b = action.shape[:2]
+        with torch.no_grad():  # targets: TD (online encoder and policy, target Q) and latent consistency
+            flat_next = next_obs.reshape(horizon * b, -1)
+            next_z = model.h(flat_next)
+            next_q = self.target.q_min(next_z, model.pi(next_z, c.min_std, noise=noise), pick=pick).view(horizon, b)
+            td_target = reward + c.discount * next_q
+            z_target = self.target.h(flat_next).view(horizon, b, -1)
+
+        z = model.h(obs)
+        zs, rewards = [z], []
+        for t in range(horizon):  # latent rollout z_{t+1} = d(z_t, a_t)
+            z, r = model.next(z, action[t])
+            zs.append(z)
+            rewards.append(r)
+        z_all = torch.stack(zs)  # [H + 1, B, L]
+        q = model.Q(z_all[:-1].reshape(horizon * b, -1), action.reshape(horizon * b, -1)).view(-1, horizon, b)
+        consistency = (rho * ((z_all[1:] - z_target) ** 2).mean(-1)).sum(0)  # [B]
+        reward_loss = (rho * (torch.stack(rewards) - reward) ** 2).sum(0)
+        value_loss = (rho * ((q - td_target) ** 2).sum(0)).sum(0)
+        priority = (rho * (q - td_target).abs().sum(0)).sum(0).detach()
+        total = (c.consistency_coef * consistency.clamp(max=1e4) + c.reward_coef * reward_loss.clamp(max=1e4)
+                 + c.value_coef * value_loss.clamp(max=1e4))
+        weighted = (total * weight).mean()
+        return consistency, reward_loss, value_loss, priority, total, weighted, z_all
+
+    def _pi_loss(self, z: Tensor, rho: Tensor, noise: Tensor, pick: Tensor | None) -> Tensor:
+        """J_pi on ``z[(H + 1) * B, L]`` with the policy noise given (what ``compile`` compiles)."""
+        c = self.config
+        q = self.model.q_min(z, self.model.pi(z, c.min_std, noise=noise), pick=pick).view(rho.shape[0], -1)
+        return -(rho * q).mean(1).sum()
+
     def _update_pi(self, z_all: Tensor, rho: Tensor) -> Tensor:
         """J_pi = -sum_t rho^t min Q(z_t, pi(z_t)) over z_0..z_H, Q frozen (official ``update_pi``)."""
         c = self.config
@@ -344,8 +375,8 @@ class TDMPCAgent(Agent):
         for p in q_params:
             p.requires_grad_(False)
         z = z_all.reshape(steps * b, -1)
-        q = self.model.q_min(z, self.model.pi(z, c.min_std, self.update_gen), self.update_gen).view(steps, b)
-        loss = -(rho * q).mean(1).sum()
+        noise = torch.randn((steps * b, self.action_dim), generator=self.update_gen, device=self.device)
+        loss = self._pi_loss_fn(z, rho, noise, self.model.draw_pick(self.update_gen))
         self.pi_optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), c.grad_clip_norm)

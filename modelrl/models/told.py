@@ -188,13 +188,17 @@ class TOLD(nn.Module):
         """The ``Dynamics`` protocol on latent states: ``next``."""
         return self.next(state, action)
 
-    def pi(self, z: Tensor, std: float = 0.0, generator: torch.Generator | None = None, clip: float = 0.3) -> Tensor:
+    def pi(self, z: Tensor, std: float = 0.0, generator: torch.Generator | None = None, clip: float = 0.3,
+           noise: Tensor | None = None) -> Tensor:
         """Policy action tanh(pi(z)); with ``std`` > 0, plus noise N(0, std^2) clipped to +-``clip``,
-        then clamped inside (-1, 1) with a straight-through gradient (official ``TruncatedNormal``)."""
+        then clamped inside (-1, 1) with a straight-through gradient (official ``TruncatedNormal``).
+        ``noise`` (standard normal, the shape of the action) replaces the draw from ``generator``."""
         mu = torch.tanh(self.policy(z))
         if std <= 0:
             return mu
-        eps = (torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device) * std).clamp(-clip, clip)
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        eps = (noise * std).clamp(-clip, clip)
         x = mu + eps
         return x - x.detach() + x.detach().clamp(-1 + 1e-6, 1 - 1e-6)
 
@@ -202,11 +206,20 @@ class TOLD(nn.Module):
         """All K values ``[K, B]``."""
         return self.q(torch.cat([z, a], dim=-1))[..., 0]
 
-    def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """min of two Q heads ``[B]``: Q1 and Q2 (TD-MPC), or two drawn at random when K > 2 (TD-MPC2)."""
+    def draw_pick(self, generator: torch.Generator | None = None) -> Tensor | None:
+        """The two Q heads ``q_min`` uses: None for twin Q (Q1 and Q2), else two drawn at random (TD-MPC2)."""
+        if self.num_q <= 2:
+            return None
+        device = self.q.w1.device if generator is None else generator.device
+        return torch.randperm(self.num_q, generator=generator, device=device)[:2]
+
+    def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None, pick: Tensor | None = None) -> Tensor:
+        """min of two Q heads ``[B]``: Q1 and Q2 (TD-MPC), or two drawn at random when K > 2 (TD-MPC2);
+        ``pick`` (from ``draw_pick``) gives the two instead of a draw from ``generator``."""
         qs = self.Q(z, a)
         if self.num_q > 2:
-            pick = torch.randperm(self.num_q, generator=generator, device=qs.device if generator is None else generator.device)[:2]
+            if pick is None:
+                pick = self.draw_pick(generator)
             qs = qs.index_select(0, pick.to(qs.device))
         return torch.minimum(qs[0], qs[1])
 
