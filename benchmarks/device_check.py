@@ -6,7 +6,8 @@
 For each case (algorithm, preset, task) and each device: ms per plan (``agent.act``), ms per
 update (``agent.update`` after the seed phase: one TD-MPC update, G SAC updates, one model refit
 for MPC), and env steps per second of the whole loop (act + env step + buffer + update) over a
-few hundred steps. CUDA times are read after ``torch.cuda.synchronize()``. The ``paper`` presets
+few hundred steps. CUDA times are read after ``torch.cuda.synchronize()``. The first plan and the
+first update are timed apart (they hold the compilation with ``--compile``, and MPC's first fit). The ``paper`` presets
 (TD-MPC's official settings, PETS's) are timed with fewer repeats on the CPU, where one call
 costs seconds. Gymnasium tasks only (Pendulum-v1, HalfCheetah-v5), so it needs gymnasium and
 mujoco but not dm_control. Writes benchmarks/results/device_check.json (or --out) and, with
@@ -37,6 +38,8 @@ CASES = [
     ("pets-cpu", "mpc", "pets-cpu", "Pendulum-v1", {}, 100),
     ("pets paper", "mpc", "pets", "Pendulum-v1", {}, 100),
 ]
+# --compile adds each of these with compile=True (TD-MPC: latent rollout and losses; MPC: the planner's rollout)
+COMPILED = ("tdmpc cpu", "tdmpc paper", "mpc v1.5", "pets-cpu")
 SEED_STEPS = 1000  # random transitions in the buffer before timing (a full MBPO model fit, TD-MPC batches)
 CPU_SLOW = {"tdmpc paper", "pets paper"}  # seconds per call on one CPU thread: few repeats, a short loop
 
@@ -74,7 +77,6 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     buf = ReplayBuffer(agent.obs_dim, agent.action_dim, 100_000, seed=0)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
-    t_setup = time.perf_counter()
     step = 0
     for _ in range(max(SEED_STEPS, explore)):  # random data, then the first update (MPC's first model fit)
         a = rng.uniform(-1, 1, agent.action_dim).astype(np.float32)
@@ -82,11 +84,17 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
         buf.add(obs, a, r, nobs, te, tr)
         step += 1
         obs = nobs if not (te or tr) else env.reset()[0]
-    agent.update(buf, step)
     if algo == "tdmpc":
         agent.step = agent.config.schedule_steps  # plan at the full horizon
     sync(device)
-    setup_s = time.perf_counter() - t_setup
+    t = time.perf_counter()
+    agent.update(buf, step)  # the first update: compiles TD-MPC's losses (compile=True), fits MPC's model
+    sync(device)
+    first_update_s = time.perf_counter() - t
+    t = time.perf_counter()
+    agent.act(obs)  # the first plan: compiles the rollout (compile=True)
+    sync(device)
+    first_plan_s = time.perf_counter() - t
     slow = device.type == "cpu" and name in CPU_SLOW
     reps = 2 if slow else repeats
     plan_s = timed(lambda: agent.act(obs), device, reps)
@@ -113,14 +121,14 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     return {"case": name, "algo": algo, "preset": preset, "env": env_id, "device": str(device),
             "plan_ms": 1e3 * plan_s, "update_ms": 1e3 * update_s,
             "update_kind": {"mpc": "model refit", "mbpo": "G=20 SAC updates", "sac": "1 SAC update"}.get(algo, "1 update"),
-            "loop_steps": n, "steps_per_s": n / loop_s, "setup_s": setup_s}
+            "loop_steps": n, "steps_per_s": n / loop_s, "first_plan_s": first_plan_s, "first_update_s": first_update_s}
 
 
 def report(rows: list[dict], devices: list[str]) -> str:
     by = {(r["case"], r["device"]): r for r in rows}
     header = ["case", "task", "update is"]
     for d in devices:
-        header += [f"ms/plan {d}", f"ms/update {d}", f"steps/s {d}"]
+        header += [f"ms/plan {d}", f"ms/update {d}", f"steps/s {d}", f"first plan + update s {d}"]
     if len(devices) > 1:
         header += [f"plan {devices[0]}/{devices[1]}", f"steps/s {devices[1]}/{devices[0]}"]
     table = []
@@ -129,7 +137,8 @@ def report(rows: list[dict], devices: list[str]) -> str:
         line = [case, first["env"], first["update_kind"]]
         for d in devices:
             r = by.get((case, d))
-            line += [f"{r['plan_ms']:.1f}", f"{r['update_ms']:.1f}", f"{r['steps_per_s']:.1f}"] if r else ["-"] * 3
+            line += [f"{r['plan_ms']:.1f}", f"{r['update_ms']:.1f}", f"{r['steps_per_s']:.1f}",
+                     f"{r['first_plan_s'] + r['first_update_s']:.1f}"] if r else ["-"] * 4
         if len(devices) > 1 and all((case, d) in by for d in devices):
             a, b = by[(case, devices[0])], by[(case, devices[1])]
             line += [f"{a['plan_ms'] / b['plan_ms']:.1f}x", f"{b['steps_per_s'] / a['steps_per_s']:.1f}x"]
@@ -146,11 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="a fifth of the loop steps and 3 repeats")
     p.add_argument("--cpu-threads", type=int, default=1, help="torch threads on the CPU (1: as the runner)")
+    p.add_argument("--compile", action="store_true", help="also the compiled variants (compile time reported apart)")
     p.add_argument("--out", default=str(RESULTS / "device_check.json"))
     p.add_argument("--docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = p.parse_args(argv)
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    cases = [c for c in CASES if args.cases is None or c[0] in args.cases.split(",")]
+    cases = list(CASES)
+    if args.compile:
+        cases += [(f"{c[0]} compiled", c[1], c[2], c[3], {**c[4], "compile": True}, c[5]) for c in CASES if c[0] in COMPILED]
+    cases = [c for c in cases if args.cases is None or c[0] in args.cases.split(",")]
     torch.set_num_threads(args.cpu_threads)
     repeats, scale = (3, 0.2) if args.quick else (args.repeats, 1.0)
     rows, t0 = [], time.perf_counter()

@@ -62,6 +62,9 @@ class MPCConfig(AgentConfig):
     plan_elites: int = 50  # CEM only; PETS App. A.7: 50 elites
     iterations: int = 5  # PETS App. A.7: 5 CEM iterations
     temperature: float = 1.0  # MPPI only (lambda)
+    compile: bool = False
+    """ours: torch.compile the planner's model rollout. Off: on this project's CPU it did not pay (docs/benchmarks.md,
+    "Device check" with --compile); on a GPU the device check measures it."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # PETS with the paper's settings (the defaults above).
@@ -113,7 +116,7 @@ class MPCAgent(Agent):
             termination_fn=known.terminal if known is not None else None,
             mode=c.propagation, particles=c.particles, seed=seed + 1)
         self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2, device=self.device,
-                                    **self._planner_kwargs(c))
+                                    compile=c.compile, **self._planner_kwargs(c))
         self.fitted = False
         self.refits = 0
         self.rng = np.random.default_rng(seed + 3)  # base-policy actions before the first fit
