@@ -237,6 +237,22 @@ def test_ts_inf_maps_row_to_particle_elite():
     assert torch.equal(nxt, nxt2)  # fixed over the rollout
 
 
+def test_ts_inf_with_particles_a_multiple_of_the_elites_takes_the_strided_path_with_the_same_numbers():
+    """P = 4 particles over 2 elites: row i's member is elite i % 2, run as one strided batch (no sort, no
+    gather); the next states, the sampled noise included, equal those of the row-gathering path."""
+    m = differing_model(probabilistic=True)
+    elites = m.num_elites
+    P = 2 * elites
+    s, a = torch.randn(6 * P, 3), torch.randn(6 * P, 1)
+    fast = LearnedDynamics(m, reward_fn=pendulum_reward, mode="ts_inf", particles=P, seed=0)
+    nxt, r = fast.step(s, a)
+    member = (torch.arange(6 * P) % P) % elites
+    slow = m.predict(s, a, m.elite_idx[member], sample=True, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(nxt, slow.next_obs, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        m.predict(s[:elites + 1], a[:elites + 1], sample=True, periodic=True)
+
+
 def test_ts1_reproducible_with_seed_and_mean_deterministic():
     m = differing_model(probabilistic=True)
     s, a = torch.randn(64, 3), torch.randn(64, 1)

@@ -96,6 +96,7 @@ class EnsembleModel(nn.Module):
         self.input_normalizer = Normalizer(self.in_dim)
         self.target_normalizer = Normalizer(self.gauss_dim)
         self.register_buffer("elite_idx", torch.arange(num_elites))
+        self._elites_all: bool | None = None  # whether elite_idx is 0..E-1 (cached: reading it is a device sync)
         self.reset_parameters(seed)
 
     # -- construction -------------------------------------------------------------------------
@@ -127,6 +128,11 @@ class EnsembleModel(nn.Module):
         if idx.unique().numel() != idx.numel() or idx.min() < 0 or idx.max() >= self.ensemble_size:
             raise ValueError(f"elite indices must be distinct members in [0, {self.ensemble_size}), got {idx.tolist()}")
         self.elite_idx.copy_(idx)
+        self._elites_all = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._elites_all = None  # elite_idx may have changed
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimiser groups: L2 weight decay on the weight matrices only; biases and the
@@ -144,7 +150,13 @@ class EnsembleModel(nn.Module):
         """
         weights, biases = self.weights, self.biases
         bounds = (self.max_logvar, self.min_logvar)
-        if members is not None and not self._is_all(members):
+        if members is self.elite_idx:
+            if self._elites_all is None:
+                self._elites_all = self._is_all(members)
+            all_members = self._elites_all
+        else:
+            all_members = members is None or self._is_all(members)
+        if not all_members:
             weights = [w.index_select(0, members) for w in weights]
             biases = [b.index_select(0, members) for b in biases]
             if self.probabilistic:
@@ -195,6 +207,15 @@ class EnsembleModel(nn.Module):
         mean = mean.reshape(-1, mean.shape[-1]).index_select(0, flat)
         return mean, None if logvar is None else logvar.reshape(-1, logvar.shape[-1]).index_select(0, flat)
 
+    def forward_periodic(self, x: Tensor, members: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Row i of normalised ``x[B, in]`` through member ``members[i % M]`` (B a multiple of M): the rows
+        of each member are every M-th, so one view makes the ``[M, B / M, in]`` batch, with no sorting,
+        no padding and no device sync (TS-inf's fixed assignment)."""
+        m, b = members.numel(), x.shape[0]
+        mean, logvar = self.forward(x.view(b // m, m, -1).transpose(0, 1), members)
+        mean = mean.transpose(0, 1).reshape(b, -1)
+        return mean, None if logvar is None else logvar.transpose(0, 1).reshape(b, -1)
+
     # -- prediction in real units -------------------------------------------------------------
     def predict(
         self,
@@ -203,26 +224,33 @@ class EnsembleModel(nn.Module):
         member_idx: Tensor | None = None,
         sample: bool = False,
         generator: torch.Generator | None = None,
+        periodic: bool = False,
     ) -> Prediction:
         """Next observation (and learned reward / termination) in real units.
 
         ``member_idx`` None: the average of the elites' means (expectation, deterministic).
         ``member_idx[B]``: row i uses that member; with ``sample`` (probabilistic models) the
-        output is drawn from the member's Gaussian using ``generator``.
+        output is drawn from the member's Gaussian using ``generator``. ``periodic``: row i uses
+        elite ``i % num_elites`` (the same as that ``member_idx``, computed without gathering rows).
         """
         obs = as_tensor(obs, device=self.device)
         action = as_tensor(action, device=self.device)
         x = self.input_normalizer.normalize(torch.cat([obs, action], dim=-1))
-        if member_idx is None:
+        if member_idx is None and not periodic:
             if sample:
                 raise ValueError("sample=True needs member_idx (which member each row samples from)")
             mean, _ = self.forward(x, self.elite_idx)
             out = mean.mean(0)
         else:
-            member_idx = torch.as_tensor(member_idx, dtype=torch.long, device=self.device)
-            if member_idx.shape != (obs.shape[0],):
-                raise ValueError(f"member_idx must have shape [{obs.shape[0]}], got {tuple(member_idx.shape)}")
-            out, logvar = self.forward_rows(x, member_idx)
+            if periodic:
+                if obs.shape[0] % self.num_elites:
+                    raise ValueError(f"periodic assignment needs a multiple of {self.num_elites} rows, got {obs.shape[0]}")
+                out, logvar = self.forward_periodic(x, self.elite_idx)
+            else:
+                member_idx = torch.as_tensor(member_idx, dtype=torch.long, device=self.device)
+                if member_idx.shape != (obs.shape[0],):
+                    raise ValueError(f"member_idx must have shape [{obs.shape[0]}], got {tuple(member_idx.shape)}")
+                out, logvar = self.forward_rows(x, member_idx)
             if sample and logvar is not None:
                 g = self.gauss_dim
                 noise = torch.randn(logvar.shape, generator=generator, dtype=logvar.dtype, device=logvar.device)

@@ -82,8 +82,11 @@ class LearnedDynamics:
         model = self.model
         state = as_tensor(state, device=model.device)
         action = as_tensor(action, device=model.device)
-        pred = model.predict(state, action, self._member_idx(state.shape[0]), sample=self.mode != "mean",
-                             generator=self.generator)
+        # TS-inf with particles a multiple of the elites: row i's member is elite i % num_elites, a fixed
+        # stride the model runs without gathering rows (no sort, no device sync); same numbers as member_idx
+        periodic = self.mode == "ts_inf" and self.particles % model.num_elites == 0
+        pred = model.predict(state, action, None if periodic else self._member_idx(state.shape[0]),
+                             sample=self.mode != "mean", generator=self.generator, periodic=periodic)
         reward = self.reward_fn(state, action, pred.next_obs) if self.reward_fn is not None else pred.reward
         if pred.terminated is not None:
             self._last = (pred.next_obs, pred.terminated)
