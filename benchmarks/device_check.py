@@ -38,8 +38,9 @@ CASES = [
     ("pets-cpu", "mpc", "pets-cpu", "Pendulum-v1", {}, 100),
     ("pets paper", "mpc", "pets", "Pendulum-v1", {}, 100),
 ]
-# --compile adds each of these with compile=True (TD-MPC: latent rollout and losses; MPC: the planner's rollout)
-COMPILED = ("tdmpc cpu", "tdmpc paper", "mpc v1.5", "pets-cpu")
+# --compile adds each of these with compile=True (TD-MPC: latent rollout and losses; SAC: its losses; MPC: the
+# planner's rollout)
+COMPILED = ("tdmpc cpu", "tdmpc paper", "sac", "mpc v1.5", "pets-cpu")
 SEED_STEPS = 1000  # random transitions in the buffer before timing (a full MBPO model fit, TD-MPC batches)
 CPU_SLOW = {"tdmpc paper", "pets paper"}  # seconds per call on one CPU thread: few repeats, a short loop
 

@@ -59,6 +59,9 @@ class SACConfig(AgentConfig):
     reset_every: int = 0
     """Re-initialise actor, critics, targets and optimiser state every this many gradient updates
     (Nikishin et al. 2022, "The primacy bias in deep RL": SAC resets every 2e5 updates); 0: never."""
+    compile: bool = False
+    """ours: torch.compile the update's losses (the policy noise drawn outside, in the same order). Off: on this
+    project's CPU the compiled update was slower (docs/sac.md, "Speed"); the device check measures it on a GPU."""
 
     LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset({"device"})  # now the run-level --device
 
@@ -172,11 +175,12 @@ class GaussianActor(nn.Module):
         mean, log_std = self.head(h).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs: Tensor, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def sample(self, obs: Tensor, gen: torch.Generator | None, eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``a = tanh(mean + std * eps)`` and ``log pi(a|s)`` (the tanh change of variables in its stable
-        form, log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)))."""
+        form, log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))); ``eps`` replaces the draw from ``gen``."""
         mean, log_std = self(obs)
-        eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype, device=mean.device)
+        if eps is None:
+            eps = torch.randn(mean.shape, generator=gen, dtype=mean.dtype, device=mean.device)
         u = torch.addcmul(mean, log_std.exp(), eps)
         log_prob = (-0.5 * eps.square() - log_std - 0.5 * math.log(2 * math.pi)
                     - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
@@ -206,6 +210,7 @@ class SAC:
         self.target_entropy = float(-action_dim if c.target_entropy is None else c.target_entropy)
         self.updates = 0
         self._reset_networks()
+        self._loss_fn = torch.compile(self._loss) if c.compile else self._loss
 
     def _reset_networks(self) -> None:
         """Fresh weights for actor and critics, targets = critics, fresh optimiser state (alpha is kept)."""
@@ -245,23 +250,15 @@ class SAC:
 
     def update(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor) -> dict[str, Tensor]:
         """One SAC update on a batch (tensors on the device); returns detached losses."""
-        c = self.c
-        alpha = self.log_alpha.detach().exp()
-        with torch.no_grad():  # 1. y = r + gamma (1 - d) [min_i Q_target_i(s', a') - alpha log pi(a'|s')]
-            next_a, next_logp = self.actor.sample(next_obs, self.gen)
-            q_next = self.critic_target(torch.cat([next_obs, next_a], -1)).min(0).values
-            y = reward + c.gamma * (1.0 - terminated) * (q_next - alpha * next_logp)
-        q = self.critic(torch.cat([obs, action], -1))  # [2, B]
-        critic_loss = 0.5 * (q - y).square().mean(1).sum()
-        pi, logp = self.actor.sample(obs, self.gen)  # 2. actor, through the critics but not into them
-        q_pi = self.critic(torch.cat([obs, pi], -1), self.critic.detached_params()).min(0).values
-        actor_loss = (alpha * logp - q_pi).mean()
-        loss = critic_loss + actor_loss
-        if c.learn_alpha:  # 3. temperature
-            loss = loss - (self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        shape = (obs.shape[0], self.action_dim)  # the two policy draws, in the order the losses use them
+        eps_next = torch.randn(shape, generator=self.gen, device=self.device)
+        eps = torch.randn(shape, generator=self.gen, device=self.device)
+        loss, critic_loss, actor_loss, alpha, logp, q = self._loss_fn(obs, action, reward, next_obs, terminated,
+                                                                      eps_next, eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        c = self.c
         with torch.no_grad():  # 4. Polyak averaging of the target critics
             torch._foreach_lerp_(self._target_params, self._critic_params, c.tau)
         self.updates += 1
@@ -269,6 +266,25 @@ class SAC:
             self._reset_networks()
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
                 "entropy": -logp.detach().mean(), "q": q.detach().mean()}
+
+    def _loss(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor,
+              eps_next: Tensor, eps: Tensor) -> tuple[Tensor, ...]:
+        """The three losses of one update, the policy's noise given (what ``compile`` compiles)."""
+        c = self.c
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():  # 1. y = r + gamma (1 - d) [min_i Q_target_i(s', a') - alpha log pi(a'|s')]
+            next_a, next_logp = self.actor.sample(next_obs, None, eps_next)
+            q_next = self.critic_target(torch.cat([next_obs, next_a], -1)).min(0).values
+            y = reward + c.gamma * (1.0 - terminated) * (q_next - alpha * next_logp)
+        q = self.critic(torch.cat([obs, action], -1))  # [2, B]
+        critic_loss = 0.5 * (q - y).square().mean(1).sum()
+        pi, logp = self.actor.sample(obs, None, eps)  # 2. actor, through the critics but not into them
+        q_pi = self.critic(torch.cat([obs, pi], -1), self.critic.detached_params()).min(0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+        loss = critic_loss + actor_loss
+        if c.learn_alpha:  # 3. temperature
+            loss = loss - (self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        return loss, critic_loss, actor_loss, alpha, logp, q
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
