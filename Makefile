@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -c constraints.txt
 RUN ?= runs/quickstart
 
-.PHONY: demo test bench quickstart video clean device-check device-wheels
+.PHONY: demo test bench quickstart video clean device-check device-wheels gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,14 @@ device-check:
 	@$(PY) -c "import gymnasium, mujoco" 2>/dev/null || $(PY) -m pip install -q \
 		$(if $(WHEELS),--no-index --find-links $(WHEELS)) "gymnasium>=1.0" "mujoco==3.17.0"
 	PYTHONPATH=. $(PY) -m benchmarks.device_check $(ARGS)
+
+# On a GPU machine, in one go: the gpu-marked tests (CUDA runs resume exactly, load on the CPU, learn), then the
+# device check with the compiled variants, its table written into docs/benchmarks.md.
+gpu-check:
+	@$(PY) -c "import gymnasium, mujoco" 2>/dev/null || $(PY) -m pip install -q \
+		$(if $(WHEELS),--no-index --find-links $(WHEELS)) "gymnasium>=1.0" "mujoco==3.17.0"
+	PYTHONPATH=. $(PY) -m pytest -m gpu -p no:cacheprovider tests/test_device.py
+	PYTHONPATH=. $(PY) -m benchmarks.device_check --compile --docs $(ARGS)
 
 # The wheels device-check needs on a GPU machine without internet (Python 3.12, x86-64), into .whl/
 device-wheels:

@@ -169,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     repeats, scale = (3, 0.2) if args.quick else (args.repeats, 1.0)
     rows, t0 = [], time.perf_counter()
     for case in cases:
-        for d in devices:
+        # compiled variants on the accelerator only (on the CPU they cost minutes of compilation and were
+        # measured here, see docs), unless no accelerator is in the run
+        run_on = [d for d in devices if d != "cpu"] if case[0].endswith("compiled") else devices
+        for d in run_on or devices:
             t = time.perf_counter()
             row = measure(case, torch.device(d), repeats, scale)
             rows.append(row)

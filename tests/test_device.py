@@ -152,10 +152,10 @@ def test_gpu_run_resumes_exactly_and_evaluates_on_the_cpu(tmp_path, crash_and_re
 
 @gpu
 def test_gpu_learning_matches_the_cpu_test():
-    """The short TD-MPC learning check of test_tdmpc.py, on CUDA."""
-    from test_tdmpc import SMALL
-
+    """The short TD-MPC learning check of test_tdmpc.py (its SMALL settings), on CUDA."""
+    small = {"mlp_dim": 64, "enc_dim": 64, "num_samples": 64, "num_elites": 8, "iterations": 3, "batch_size": 64,
+             "explore_steps": 400, "schedule_steps": 2000}  # test_tdmpc.SMALL (that module needs the CLI's tyro)
     cfg = TrainConfig("tdmpc", "Pendulum-v1", 1600, seed=0, preset="cpu", eval_every=800, eval_episodes=3,
                       device="cuda")
-    _, run = train(cfg, overrides=SMALL, progress=False)
+    _, run = train(cfg, overrides=small, progress=False)
     assert float(metrics_rows(run)[-1]["eval_return"]) >= -200.0
