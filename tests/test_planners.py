@@ -289,3 +289,30 @@ def test_planner_terminal_value_adds_discounted_value_of_the_last_state():
     assert planner.returns(states, actions)[0, 1].item() == pytest.approx(-4 * 0.9**4, rel=1e-6)
     plan = planner.plan(np.zeros(1, dtype=np.float32))
     assert plan.sum().item() == pytest.approx(2.0, abs=0.3)  # the plan drives s to about 2
+
+
+def test_sampling_core_refits_towards_the_optimum_of_each_problem_and_scores_extra_candidates():
+    """The core alone: two problems with different optima (a quadratic objective), softmax top-k with
+    momentum; each mean moves to its own optimum, the std stays within [min_std, max_std], and an
+    extra candidate placed at the optimum is among the elites."""
+    from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, warm_start
+
+    target = torch.tensor([0.5, -0.3]).view(1, 2, 1)  # [H=1 broadcast, B=2, A=1]
+
+    def objective(c, mean):  # [H, B, N, A] -> [B, N]
+        return -((c - target.unsqueeze(2)) ** 2).sum((0, 3))
+
+    s = SamplingSettings(num_samples=200, iterations=6, num_elites=20, temperature=0.1, momentum=0.1,
+                         min_std=0.05, max_std=0.5, noise_order="time")
+    core = SamplingOptimizer(s, torch.tensor([-1.0]), torch.tensor([1.0]))
+    mean, std = torch.zeros(4, 2, 1), torch.full((4, 2, 1), 0.5)
+    extra = target.unsqueeze(2).expand(4, 2, 1, 1).clone()  # [H, B, 1, A]
+    out = core.optimize(objective, mean, std, torch.Generator().manual_seed(0), extra=extra)
+    assert torch.allclose(out.mean, target.expand(4, 2, 1), atol=0.05)
+    assert (out.std >= 0.05 - 1e-6).all() and (out.std <= 0.5 + 1e-6).all()
+    assert out.elites.shape == (4, 2, 20, 1) and torch.allclose(out.weights.sum(1), torch.ones(2))
+    assert torch.allclose(out.best, target.expand(4, 2, 1))  # the extra candidate is the best one seen
+    with pytest.raises(ValueError, match="momentum"):
+        SamplingSettings(num_samples=10, momentum=1.0)
+    shifted = warm_start(torch.arange(3.0).view(3, 1, 1), 3, torch.zeros(1, 1))
+    assert shifted.flatten().tolist() == [1.0, 2.0, 0.0]

@@ -115,7 +115,7 @@ class SamplingResult:
 
     mean: Tensor  # [H, B, A] refitted mean (with momentum)
     std: Tensor  # [H, B, A] refitted std (or the noise as given when it is not refitted)
-    elites: Tensor  # [H, B, k, A] the last iteration's elites, best first
+    elites: Tensor  # [H, B, k, A] the last iteration's elites (best first when k < candidates)
     weights: Tensor  # [B, k] their weights (sum to 1)
     best: Tensor  # [H, B, A] the best candidate of any iteration
     kept: Tensor | None  # [H, B, keep, A] elites to carry to the next plan (iCEM)
