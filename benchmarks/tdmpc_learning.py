@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: runs/bench_tdmpc_<task>")
     parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=JSON")
     parser.add_argument("--collect-only", action="store_true", help="summarise existing run directories <out>/seed<S>")
+    parser.add_argument("--tag", default=None, help="results and docs section named tdmpc_<task>_<tag> (a variant)")
     args = parser.parse_args()
     task = slug(args.env)
     repeat = args.action_repeat or default_action_repeat(args.env)
@@ -116,8 +117,9 @@ def main() -> None:
             "final_std": float(np.std(finals)), "seeds": per_seed}
     if target is not None:
         data["all_reach_target"] = all(p["first_env_step_at_target"] is not None for p in per_seed)
-    save_results(f"tdmpc_{task}", data)
-    _plot(per_seed, target, args.env, RESULTS / f"tdmpc_{task}.png")
+    name = f"tdmpc_{task}" + (f"_{args.tag}" if args.tag else "")
+    save_results(name, data)
+    _plot(per_seed, target, args.env, RESULTS / f"{name}.png")
     m = data["machine"]
 
     def minutes(x):
@@ -143,8 +145,8 @@ def main() -> None:
                         "wall-clock, min", "wall-clock outside evaluation, min", "CPU time outside evaluation, min"],
                        rows)
             + f"\n\nMean final return: **{data['final_mean']:.0f} ± {data['final_std']:.0f}**. Curves with their "
-              f"times: `benchmarks/results/tdmpc_{task}.json`, plot `tdmpc_{task}.png`.")
-    write_docs_section(f"tdmpc_{task}", text)
+              f"times: `benchmarks/results/{name}.json`, plot `{name}.png`.")
+    write_docs_section(name, text)
     print(text)
 
 

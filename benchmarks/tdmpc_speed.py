@@ -56,7 +56,7 @@ def make_agent(preset: str):
     from modelrl.envs import make_env
 
     env = make_env("dmc:cartpole-swingup", seed=0, action_repeat=REPEAT)
-    return make("tdmpc", env, preset=preset, seed=0), env
+    return make("tdmpc", env, preset=preset, seed=0, device="cpu", compile=False), env  # eager (--compile: both)
 
 
 def filled_buffer(agent, env, n: int):

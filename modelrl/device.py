@@ -57,3 +57,45 @@ def load_generator_state(gen: torch.Generator, saved) -> None:
     gen.manual_seed(seed)
     warnings.warn(f"a random generator saved on {kind} is restored on {gen.device.type}: reseeded from the "
                   f"saved state, so random draws from here on differ from the original device's", stacklevel=2)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "compilation failed" (not an error of the compiled code itself)."""
+    errors: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+
+        errors.append(TorchDynamoException)
+    except ImportError:
+        pass
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def compiled(fn, enabled: bool = True):
+    """``torch.compile(fn)`` when ``enabled``, else ``fn``. Should compilation fail (the CPU back end needs a
+    C++ compiler; some platforms have none), the call runs ``fn`` eagerly from then on, with a warning, so a
+    ``compile`` setting can never stop a run."""
+    if not enabled:
+        return fn
+    errors = _compile_errors()
+    state = {"fn": torch.compile(fn)}
+
+    def call(*args, **kwargs):
+        try:
+            return state["fn"](*args, **kwargs)
+        except errors as err:
+            if state["fn"] is fn:
+                raise
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                          f"running {getattr(fn, '__qualname__', fn)} eagerly", stacklevel=2)
+            state["fn"] = fn
+            return fn(*args, **kwargs)
+
+    call.__wrapped__ = fn
+    return call

@@ -51,6 +51,25 @@ def test_generator_state_round_trip_and_across_device_types():
     assert torch.equal(torch.randn(4, generator=other), a)  # deterministic reseed
 
 
+def test_a_failed_compilation_falls_back_to_eager(monkeypatch):
+    """Where torch.compile cannot compile (no C++ compiler, say), ``compiled`` warns once and runs eagerly."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    from modelrl.device import compiled
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise TorchDynamoException("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    f = compiled(lambda x: x + 1)
+    with pytest.warns(UserWarning, match="eagerly"):
+        assert f(1) == 2
+    assert f(2) == 3  # eager from then on
+    assert compiled(abs, enabled=False) is abs
+
+
 def test_loss_meter_averages_tensors_keeps_latest_numbers_and_checkpoints():
     m = LossMeter()
     m.add({"loss": torch.tensor(1.0), "updates": 1.0})
@@ -154,7 +173,7 @@ def test_gpu_run_resumes_exactly_and_evaluates_on_the_cpu(tmp_path, crash_and_re
 def test_gpu_learning_matches_the_cpu_test():
     """The short TD-MPC learning check of test_tdmpc.py (its SMALL settings), on CUDA."""
     small = {"mlp_dim": 64, "enc_dim": 64, "num_samples": 64, "num_elites": 8, "iterations": 3, "batch_size": 64,
-             "explore_steps": 400, "schedule_steps": 2000}  # test_tdmpc.SMALL (that module needs the CLI's tyro)
+             "explore_steps": 400, "schedule_steps": 2000, "compile": False}  # test_tdmpc.SMALL (that module needs tyro)
     cfg = TrainConfig("tdmpc", "Pendulum-v1", 1600, seed=0, preset="cpu", eval_every=800, eval_episodes=3,
                       device="cuda")
     _, run = train(cfg, overrides=small, progress=False)

@@ -255,7 +255,7 @@ def test_batched_planning_is_lockstep_per_problem():
 # The cpu preset with 64-unit networks, 64 samples, 3 iterations, batch 64, 400 seed steps and
 # schedules over 2000 steps: the smallest setting measured to swing Pendulum-v1 up (docs/tdmpc.md).
 SMALL = {"mlp_dim": 64, "enc_dim": 64, "num_samples": 64, "num_elites": 8, "iterations": 3, "batch_size": 64,
-         "explore_steps": 400, "schedule_steps": 2000}
+         "explore_steps": 400, "schedule_steps": 2000, "compile": False}  # eager: compiling would cost CI a minute
 
 
 @pytest.mark.slow
@@ -279,7 +279,7 @@ def test_resume_after_crash_gives_the_same_curve(crash_and_resume):
 def test_cli_train_and_eval(tmp_path, capsys):
     run = tmp_path / "cli"
     args = ["train", "tdmpc", "--env", "Pendulum-v1", "--steps", "200", "--eval-every", "200", "--eval-episodes", "1",
-            "--preset", "cpu", "--out", str(run), "--no-progress"]
+            "--preset", "cpu", "--no-compile", "--out", str(run), "--no-progress"]  # eager: compiling costs CI time
     for k, v in {**TINY, "explore_steps": 150}.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     assert main(args) == 0

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modelrl.agents.base import Agent, AgentConfig, charge, clocks, new_timing, timing_columns
-from modelrl.device import generator_state, load_generator_state, resolve_device
+from modelrl.device import compiled, generator_state, load_generator_state, resolve_device
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3 sac/policies.py and softlearning: clip of the policy's log std
 
@@ -210,7 +210,7 @@ class SAC:
         self.target_entropy = float(-action_dim if c.target_entropy is None else c.target_entropy)
         self.updates = 0
         self._reset_networks()
-        self._loss_fn = torch.compile(self._loss) if c.compile else self._loss
+        self._loss_fn = compiled(self._loss, c.compile)
 
     def _reset_networks(self) -> None:
         """Fresh weights for actor and critics, targets = critics, fresh optimiser state (alpha is kept)."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modelrl.device import generator_state, load_generator_state
+from modelrl.device import compiled, generator_state, load_generator_state
 from modelrl.planners.sampling import warm_start
 from modelrl.types import Dynamics, as_tensor, fresh_seed, terminal_fn
 
@@ -152,9 +152,7 @@ class Planner(ABC):
         self._last_plan: Tensor | None = None  # [H, B, A], the plan of the last call, before the shift
         # torch.compile of the rollout (opt-in): fuses the model's per-step ops into one kernel.
         # The first plan pays the compilation (tens of seconds on a laptop CPU, cached on disk).
-        self._rollout = batched_rollout_returns
-        if compile:
-            self._rollout = torch.compile(batched_rollout_returns, dynamic=False)
+        self._rollout = compiled(batched_rollout_returns, compile)
 
     # -- public API -------------------------------------------------------------------------
     def plan(self, state) -> Tensor:
