@@ -8,8 +8,9 @@ TS-inf with 20 particles, CEM with 500 samples and 5 iterations over 15 steps) i
 those of the model's dense layers (2 x multiply-adds per row and layer, every step of every
 iteration). The reference is a batched matmul of the dominant shape, ``[E, R / E, 200] x
 [E, 200, 200]`` for R = 10,000 rows, timed in the same run, in alternation with the plans, on one
-thread; thread CPU time, medians. Writes benchmarks/results/pets_speed.json and a section of
-docs/benchmarks.md.
+thread; thread CPU time, medians. The plan is timed twice per repeat: with the eager rollout and with
+it through ``torch.compile`` (the MPC agent's ``compile`` option; compilation in the warm-up, untimed).
+Writes benchmarks/results/pets_speed.json and a section of docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine, md_table, save_results, write_docs_section
+from modelrl.device import compiled
+from modelrl.planners.base import batched_rollout_returns
 
 
 def plan_flops(agent) -> float:
@@ -46,27 +49,42 @@ def main(argv: list[str] | None = None) -> int:
     x, w = torch.randn(e, rows // e, hidden), torch.randn(e, hidden, hidden)
     mm_flops = 2 * rows * hidden * hidden
     obs = np.array([1.0, 0.0, 0.0], dtype=np.float32)
-    agent.act(obs)  # warm-up
-    plan_s, mm_s = [], []
-    for _ in range(args.repeats):  # alternate, so load on a shared machine hits both alike
-        t = time.thread_time()
+    eager = agent.planner._rollout
+    rollouts = {"eager": eager, "compiled": compiled(batched_rollout_returns, True)}
+    compile_s = time.perf_counter()
+    for fn in rollouts.values():  # warm-up; the compiled one compiles here
+        agent.planner._rollout = fn
         agent.act(obs)
-        plan_s.append(time.thread_time() - t)
+    compile_s = time.perf_counter() - compile_s
+    plan_s: dict[str, list[float]] = {k: [] for k in rollouts}
+    mm_s = []
+    for _ in range(args.repeats):  # alternate, so load on a shared machine hits all alike
+        for name, fn in rollouts.items():
+            agent.planner._rollout = fn
+            t = time.thread_time()
+            agent.act(obs)
+            plan_s[name].append(time.thread_time() - t)
         t = time.thread_time()
         for _ in range(10):
             torch.bmm(x, w)
         mm_s.append((time.thread_time() - t) / 10)
-    plan, mm = statistics.median(plan_s), statistics.median(mm_s)
+    agent.planner._rollout = eager
+    mm = statistics.median(mm_s)
     flops = plan_flops(agent)
-    row = {"preset": args.preset, "rows": rows, "ensemble": e, "hidden": hidden, "layers": len(model.weights),
-           "horizon": c.horizon, "iterations": c.iterations, "plan_s": plan, "plan_gflop": flops / 1e9,
-           "plan_gflops": flops / plan / 1e9, "bmm_shape": [e, rows // e, hidden, hidden],
-           "bmm_gflops": mm_flops / mm / 1e9, "ratio": (flops / plan) / (mm_flops / mm)}
-    save_results("pets_speed", {"machine": machine(), "repeats": args.repeats, "result": row})
-    table = md_table(["preset", "rows (samples x particles)", "GFLOP / plan", "s / plan (CPU)", "plan GFLOP/s",
-                      "bmm GFLOP/s (same shape, same run)", "plan / bmm"],
-                     [[args.preset, rows, f"{row['plan_gflop']:.0f}", f"{plan:.2f}", f"{row['plan_gflops']:.1f}",
-                       f"{row['bmm_gflops']:.1f}", f"{100 * row['ratio']:.0f}%"]])
+    out = []
+    for name in rollouts:
+        plan = statistics.median(plan_s[name])
+        out.append({"rollout": name, "preset": args.preset, "rows": rows, "ensemble": e, "hidden": hidden,
+                    "layers": len(model.weights), "horizon": c.horizon, "iterations": c.iterations, "plan_s": plan,
+                    "plan_gflop": flops / 1e9, "plan_gflops": flops / plan / 1e9,
+                    "bmm_shape": [e, rows // e, hidden, hidden], "bmm_gflops": mm_flops / mm / 1e9,
+                    "ratio": (flops / plan) / (mm_flops / mm)})
+    save_results("pets_speed", {"machine": machine(), "repeats": args.repeats, "results": out,
+                                "warm_up_and_compile_s": compile_s})
+    table = md_table(["preset", "model rollout", "rows (samples x particles)", "GFLOP / plan", "s / plan (CPU)",
+                      "plan GFLOP/s", "bmm GFLOP/s (same shape, same run)", "plan / bmm"],
+                     [[args.preset, r["rollout"], rows, f"{r['plan_gflop']:.0f}", f"{r['plan_s']:.2f}",
+                       f"{r['plan_gflops']:.1f}", f"{r['bmm_gflops']:.1f}", f"{100 * r['ratio']:.0f}%"] for r in out])
     m = machine()
     write_docs_section("pets_speed", f"### PETS at the paper's settings against a batched matmul\n\n"
                        f"`python -m benchmarks.pets_speed` on {m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread, "
