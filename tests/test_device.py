@@ -178,3 +178,17 @@ def test_gpu_learning_matches_the_cpu_test():
                       device="cuda")
     _, run = train(cfg, overrides=small, progress=False)
     assert float(metrics_rows(run)[-1]["eval_return"]) >= -200.0
+
+
+def test_sac_configs_written_with_the_old_device_field_still_load():
+    """Run directories of earlier versions hold ``agent: device: cpu`` for SAC and MBPO; the field is now the
+    run-level --device, so it is ignored when read (and the agent follows the run's device)."""
+    from modelrl.agents import build_config
+    from modelrl.agents.mbpo import MBPOConfig
+    from modelrl.agents.sac import SACConfig
+
+    for cls in (SACConfig, MBPOConfig):
+        cfg = build_config(cls, None, device="cpu", batch_size=64)
+        assert cfg.batch_size == 64 and not hasattr(cfg, "device")
+    with pytest.raises(ValueError, match="devic"):
+        build_config(SACConfig, None, devic="cpu")
