@@ -78,12 +78,12 @@ device-check:
 	PYTHONPATH=. $(PY) -m benchmarks.device_check $(ARGS)
 
 # On a GPU machine, in one go: the gpu-marked tests (CUDA runs resume exactly, load on the CPU, learn), then the
-# device check with the compiled variants, its table written into docs/benchmarks.md.
+# device check, its table written into docs/benchmarks.md (ARGS="--compile" adds the compiled variants: minutes more).
 gpu-check:
 	@$(PY) -c "import gymnasium, mujoco" 2>/dev/null || $(PY) -m pip install -q \
 		$(if $(WHEELS),--no-index --find-links $(WHEELS)) "gymnasium>=1.0" "mujoco==3.17.0"
 	PYTHONPATH=. $(PY) -m pytest -m gpu -p no:cacheprovider tests/test_device.py
-	PYTHONPATH=. $(PY) -m benchmarks.device_check --compile --docs $(ARGS)
+	PYTHONPATH=. $(PY) -m benchmarks.device_check --docs $(ARGS)
 
 # The wheels device-check needs on a GPU machine without internet (Python 3.12, x86-64), into .whl/
 device-wheels:
