@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.device import generator_state, load_generator_state
 from modelrl.agents.base import Agent, AgentConfig
 from modelrl.agents.experts import Expert, check_label, parse_expert_spec
 from modelrl.data.datasets import LabelDataset
+from modelrl.device import generator_state, load_generator_state
 from modelrl.models.normalizer import Normalizer
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
