@@ -197,8 +197,10 @@ def evaluate_run(
     repeat = int(train.get("action_repeat", 1))
     env = make_env(train["env"], seed=seed, action_repeat=repeat, render_mode="rgb_array" if video else None)
     fps = fps or max(1, round((env.metadata.get("render_fps") or 30) / repeat))  # one frame per agent step: real time
-    envs = [env] + [make_env(train["env"], seed=seed, action_repeat=repeat, render_mode="rgb_array" if video else None)
-                    for _ in range(episodes - 1)] if lockstep else [env] * episodes
+    # lockstep: one env per episode, rendering only in those whose episodes make videos (a GL context each)
+    envs = [env] + [make_env(train["env"], seed=seed, action_repeat=repeat,
+                             render_mode="rgb_array" if video and i < video_episodes else None)
+                    for i in range(1, episodes)] if lockstep else [env] * episodes
     videos: list[str] = []
     t0 = time.perf_counter()
     try:
