@@ -96,6 +96,32 @@ def test_lockstep_evaluation_equals_one_episode_after_another(env_id):
         assert len(set(np.round(lock, 6))) > 1  # the episodes really differ in length
 
 
+def test_finished_episodes_leave_the_lockstep_batch_with_their_warm_starts():
+    """Planner.keep_rows keeps the chosen problems' warm starts, in order; a TD-MPC agent evaluated in
+    lockstep on InvertedPendulum (episodes of different lengths) plans only for the episodes still running."""
+    planner = MPPI(PendulumDynamics(), (np.array([-1.0]), np.array([1.0])), horizon=5, num_samples=50, seed=0)
+    states = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, -2.0]], dtype=np.float32)
+    planner.act(states)
+    warm = planner._warm.clone()
+    planner.keep_rows(np.array([0, 2]))
+    assert torch.equal(planner._warm, warm[:, [0, 2]])
+    assert planner.act(states[[0, 2]]).shape == (2, 1)
+
+    env = make_env("InvertedPendulum-v5", seed=0)
+    agent = make("tdmpc", env, seed=0, device="cpu", mlp_dim=32, enc_dim=16, latent_dim=8, num_samples=16,
+                 num_elites=4, iterations=2, horizon=3)
+    batches = []
+    act_batch = agent.act_batch
+    agent.act_batch = lambda obs, eval=False: batches.append(len(obs)) or act_batch(obs, eval)
+    from modelrl.runner.evaluate import run_episodes
+
+    envs = [make_env("InvertedPendulum-v5", seed=0) for _ in range(4)]
+    returns, lengths, _ = run_episodes(agent, envs, [1, 2, 3, 4], lockstep=True)
+    assert len(set(lengths)) > 1 and returns == [float(n - 1) for n in lengths]  # 1 per step upright, 0 as it falls
+    assert batches[0] == 4 and batches[-1] == 1 and sorted(batches, reverse=True) == batches
+    assert sum(batches) == sum(lengths)  # one planned row per step actually taken
+
+
 def test_batched_mppi_plans_each_problem_as_well_as_alone():
     """B pendulum states planned in one call: each row's plan is as good (through the true model) as a
     plan made for that state alone, and rows keep separate warm starts."""

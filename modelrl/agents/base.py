@@ -87,6 +87,10 @@ class Agent(ABC):
         evaluation loop then runs the episodes one after another."""
         raise NotImplementedError(f"{type(self).__name__} does not act on a batch of episodes")
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """The lockstep batch shrinks to ``rows`` (indices into the last batch): per-episode state such as
+        a planner's warm starts follows. Agents without such state need not override it."""
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: networks, optimisers, RNG states, counters."""

@@ -147,6 +147,9 @@ class MPCAgent(Agent):
     def reset(self) -> None:
         self.planner.reset()
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        self.planner.keep_rows(rows)
+
     def _due(self, buffer, step: int) -> bool:
         c = self.config
         if step < c.explore_steps:

@@ -266,6 +266,12 @@ class TDMPCAgent(Agent):
         self._t0 = True
         self._prev_mean = None
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """Finished episodes leave the lockstep batch: keep the warm starts of ``rows``."""
+        if self._prev_mean is not None:
+            idx = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
+            self._prev_mean = self._prev_mean.index_select(1, idx)
+
     # -- learning (Sec. 3.1) -----------------------------------------------------------------------
     def update(self, buffer, step: int) -> dict[str, float]:
         """At the end of the seed steps ``pretrain_updates`` TOLD updates, after that ``updates_per_step``."""

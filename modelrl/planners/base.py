@@ -185,6 +185,15 @@ class Planner(ABC):
         """Forget the warm start (call at the start of each episode)."""
         self._warm = None
 
+    def keep_rows(self, rows) -> None:
+        """Keep the warm starts of problems ``rows`` of the last batch only (finished episodes leave a lockstep
+        batch); the next call plans ``len(rows)`` problems."""
+        idx = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
+        if self._warm is not None:
+            self._warm = self._warm.index_select(1, idx)
+        if self._last_plan is not None:
+            self._last_plan = self._last_plan.index_select(1, idx)
+
     def state_dict(self) -> dict:
         """Warm start and sampling RNG: what a checkpoint needs for the next plan to be identical."""
         return {"warm": None if self._warm is None else self._warm.clone(), "generator": generator_state(self.generator)}

@@ -67,6 +67,11 @@ class CEM(Planner):
         super().reset()
         self._kept = None
 
+    def keep_rows(self, rows) -> None:
+        super().keep_rows(rows)
+        if self._kept is not None:
+            self._kept = self._kept.index_select(1, torch.as_tensor(rows, dtype=torch.long, device=self.device))
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "kept": None if self._kept is None else self._kept.clone()}
 

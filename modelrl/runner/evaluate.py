@@ -59,9 +59,9 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
                  lockstep: bool = True) -> tuple[list[float], list[int], list[list[np.ndarray]]]:
     """Episode i on ``envs[i]`` from ``reset(seed=seeds[i])`` with the agent's evaluation action.
 
-    ``lockstep``: the K episodes advance together, one ``agent.act_batch(obs[K, S])`` per step (one
-    batched plan for all of them); a finished episode is masked out (its env is not stepped again,
-    its last observation stays in the batch so every row keeps its own warm start). Agents without
+    ``lockstep``: the K episodes advance together, one ``agent.act_batch(obs[B, S])`` per step for the
+    B still running (one batched plan for all of them); when episodes end, ``agent.keep_rows`` drops
+    their rows, warm starts included, so finished episodes cost nothing more. Agents without
     ``act_batch`` (and ``lockstep=False``) run the episodes one after another. Frames of the first
     ``render`` episodes are returned. Returns (returns, lengths, frames per episode).
     """
@@ -71,24 +71,29 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
         obs = np.stack([env.reset(seed=sd)[0] for env, sd in zip(envs, seeds)])
         frames = [[_frame(envs[i])] if i < render else [] for i in range(k)]
         agent.reset()
-        totals, lengths, alive = np.zeros(k), np.zeros(k, dtype=int), np.ones(k, dtype=bool)
+        totals, lengths = np.zeros(k), np.zeros(k, dtype=int)
+        running = np.arange(k)  # the episodes still running, in the agent's row order
         try:
             actions = batch_act(obs, eval=True)
         except NotImplementedError:
             actions = None
         if actions is not None:
-            while alive.any():
-                for i in np.flatnonzero(alive):
-                    o, r, term, trunc, _ = envs[i].step(actions[i])
+            while running.size:
+                done = np.zeros(running.size, dtype=bool)
+                for row, i in enumerate(running):
+                    o, r, term, trunc, _ = envs[i].step(actions[row])
                     obs[i] = o
                     totals[i] += float(r)
                     lengths[i] += 1
                     if i < render:
                         frames[i].append(_frame(envs[i]))
-                    if term or trunc or (max_steps is not None and lengths[i] >= max_steps):
-                        alive[i] = False
-                if alive.any():
-                    actions = batch_act(obs, eval=True)
+                    done[row] = term or trunc or (max_steps is not None and lengths[i] >= max_steps)
+                if done.any():
+                    running = running[~done]
+                    if running.size:
+                        agent.keep_rows(np.flatnonzero(~done))
+                if running.size:
+                    actions = batch_act(obs[running], eval=True)
             return totals.tolist(), lengths.tolist(), frames
     out = []
     for i, (env, sd) in enumerate(zip(envs, seeds)):
