@@ -89,3 +89,49 @@ def test_diagnose_writes_errors_and_plot(tmp_path, capsys):
     assert (run / "plots" / "diagnostics.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["diagnose", str(tmp_path)]) == 2
     assert "not a run directory" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
+
+
+def test_a_new_run_never_overwrites_a_run_directory(tmp_path, capsys):
+    """Issue 15, case 1: `train --out RUN` on an existing run used to replace its config, checkpoint and
+    metrics; now it is refused with the way out (--resume or another --out), and the run is untouched."""
+    from modelrl.runner.rundir import RunDirError
+
+    run = tmp_path / "run"
+    cfg = tiny_config(400)
+    train(cfg, overrides=TINY, out=run, progress=False)
+    before = rows(run)
+    config = (run / "config.yaml").read_text()
+    with pytest.raises(RunDirError, match="--resume"):
+        train(tiny_config(200), overrides=TINY, out=run, progress=False)
+    assert rows(run) == before and (run / "config.yaml").read_text() == config
+    args = ["train", "mpc", "--env", "Pendulum-v1", "--steps", "200", "--out", str(run), "--no-progress"]
+    assert main(args) == 2
+    assert "is not empty" in " ".join(capsys.readouterr().out.split()) and rows(run) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="another --out"):
+        train(cfg, overrides=TINY, out=other, progress=False)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty directory is fine
+    train(tiny_config(200), overrides=TINY, out=empty, progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        train(tiny_config(0), overrides=TINY, out=tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()  # a refused config leaves no directory behind
+
+
+def test_a_run_directory_in_use_is_locked(tmp_path):
+    """Issue 15, case 1: two processes on one --out used to mix their files; while a process holds the run
+    directory's lock (released when it ends, crash or not), a second one is refused, new run or resume."""
+    from modelrl.runner.rundir import RunDirError, RunLock
+
+    run = tmp_path / "run"
+    train(tiny_config(200), overrides=TINY, out=run, progress=False)
+    with RunLock(run):  # as another process would hold it while training
+        with pytest.raises(RunDirError, match="in use by process"):
+            train(tiny_config(400), resume=run, progress=False)
+        with pytest.raises(RunDirError, match="in use"):
+            train(tiny_config(200), overrides=TINY, out=tmp_path / "run", progress=False)
+    train(tiny_config(400), resume=run, progress=False)  # released: the resume goes ahead
+    assert rows(run)[-1]["env_step"] == "200"  # the saved config's 200 steps: the run was already complete

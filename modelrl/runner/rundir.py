@@ -18,13 +18,75 @@ def default_run_dir(algo: str, env_id: str, seed: int, root: str | Path = "runs"
     return Path(root) / algo / safe_env / f"{seed}-{stamp}"
 
 
-def create_run_dir(path: str | Path, checkpoints: bool = True) -> Path:
-    """Create the run directory with its ``plots/`` (and, for training, ``checkpoints/``) sub-folders."""
+class RunDirError(ValueError):
+    """A run directory that cannot be written: it holds another run, or another process is using it."""
+
+
+LOCK_NAME = ".lock"
+
+
+def create_run_dir(path: str | Path, checkpoints: bool = True, fresh: bool = False) -> Path:
+    """Create the run directory with its ``plots/`` (and, for training, ``checkpoints/``) sub-folders.
+
+    ``fresh``: the directory is for a new run, so it must not hold anything yet (an empty or missing
+    directory is fine); a run already there is refused, never overwritten.
+    """
     path = Path(path)
+    if fresh and path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+        if found:
+            held = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            todo = (f"continue it with --resume {path}, or give another --out" if (path / "config.yaml").exists()
+                    else "give another --out")
+            raise RunDirError(f"{path} is not empty ({held}); a new run never overwrites a directory: {todo} "
+                              f"(or none: runs/<algo>/<env>/<seed>-<time>/)")
     (path / "plots").mkdir(parents=True, exist_ok=True)
     if checkpoints:
         (path / "checkpoints").mkdir(exist_ok=True)
     return path
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock`` while a process writes the run directory: a second process
+    that tries gets a clear error instead of mixing its files with the first one's. The kernel drops the
+    lock when the process ends, also on a crash or a kill, so a stale lock never blocks a resume."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: no protection, as before
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunDirError(f"{self.path.parent} is in use by {holder}: wait for it to finish (or stop it), "
+                              f"or give another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def progress_bar(enabled: bool = True):

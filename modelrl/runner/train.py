@@ -23,7 +23,8 @@ from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_che
                                        set_env_rng_state, set_global_rng_state)
 from modelrl.runner.evaluate import run_episodes
 from modelrl.runner.experts import attach_run_resources
-from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
+from modelrl.runner.rundir import (LOCK_NAME, MetricsWriter, RunDirError, RunLock, create_run_dir, default_run_dir,
+                                   progress_bar, save_config)
 
 
 @dataclasses.dataclass
@@ -120,7 +121,38 @@ def train(
     """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory;
     ``device`` overrides ``cfg.device``; with ``resume`` it moves a run to another device than the one it
     started on (resumes are exact on one device; across devices the random streams restart, see
-    ``modelrl.device.load_generator_state``)."""
+    ``modelrl.device.load_generator_state``).
+
+    The run directory is owned: a new run refuses one that already holds files (``--resume`` continues
+    a run), and a lock (``runner.rundir.RunLock``) keeps a second process out while this one writes.
+    """
+    if resume is not None:
+        target = Path(resume)
+        if not (target / "config.yaml").is_file():
+            raise FileNotFoundError(f"{target} is not a run directory (no config.yaml): nothing to resume")
+    else:
+        if cfg.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+        if cfg.eval_every < 1 or cfg.eval_episodes < 1:
+            raise ValueError("eval_every and eval_episodes must be >= 1")
+        target = Path(out) if out is not None else default_run_dir(cfg.algo, cfg.env, cfg.seed)
+    existed, had_lock = target.exists(), (target / LOCK_NAME).exists()
+    try:
+        with RunLock(target):
+            return _train(cfg, overrides, target, resume is not None, progress, on_step, device)
+    except BaseException as err:
+        # refused, or failed before writing anything: leave the directory as it was found
+        if not (isinstance(err, RunDirError) and "in use" in str(err)) and target.is_dir():
+            if not had_lock and (target / LOCK_NAME).exists() and not (target / "config.yaml").exists():
+                (target / LOCK_NAME).unlink()
+            if not existed and not any(target.iterdir()):
+                target.rmdir()
+        raise
+
+
+def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, device):
+    """``train`` inside the run directory's lock."""
+    resume = target if resuming else None
     if resume is not None:
         run_dir = Path(resume)
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -130,10 +162,6 @@ def train(
         # stopped before its first checkpoint: start over in the same directory (imitation keeps its labels)
         ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     else:
-        if cfg.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {cfg.steps}")
-        if cfg.eval_every < 1 or cfg.eval_episodes < 1:
-            raise ValueError("eval_every and eval_episodes must be >= 1")
         run_dir = None
         ckpt = None
     if device is not None:
@@ -152,7 +180,7 @@ def train(
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
     if run_dir is None:
-        run_dir = create_run_dir(out or default_run_dir(cfg.algo, cfg.env, cfg.seed))
+        run_dir = create_run_dir(target, fresh=True)
         # the config as the agent resolved it (MBPO fills per-task values), so a resume or a later
         # reader sees what ran even after a default changes
         save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent.config)})
