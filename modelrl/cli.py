@@ -18,6 +18,14 @@ import yaml
 PlannerName = Literal["mppi", "cem", "icem", "random_shooting", "ilqr", "lqr"]
 
 
+
+def print_error(console, err: BaseException | str) -> None:
+    """``error: <message>`` in red, the message printed as it is (rich markup would swallow text in square
+    brackets, such as a value list ``[nan]``)."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(err))}")
+
 @dataclasses.dataclass
 class PlanArgs:
     """Closed-loop MPC with a planner on an env's true model; prints returns, writes a run directory."""
@@ -76,10 +84,10 @@ def plan(args: PlanArgs) -> int:
                           planner_kwargs=_planner_overrides(args), out=args.out, max_steps=args.max_steps,
                           save=not args.no_save, device=args.device)
     except TypeError as err:  # a keyword the chosen planner does not take
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     table = Table(title=f"{args.planner} on {args.env}")
     for col in ("episode", "return", "steps", "ms/action"):
@@ -220,7 +228,7 @@ def train_command(argv: list[str]) -> int:
 
         default_config = build_config(config_cls, preset, **file_cfg["agent"])
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     presets = ", ".join(config_cls.PRESETS) or "none"
     args_type = _train_args_type(config_cls, default_config)
@@ -240,12 +248,17 @@ def train_command(argv: list[str]) -> int:
     try:
         expert = overrides.get("expert")
         if args.resume is not None and (Path(args.resume) / "config.yaml").exists():
-            expert = (yaml.safe_load((Path(args.resume) / "config.yaml").read_text()).get("agent") or {}).get("expert")
+            saved = yaml.safe_load((Path(args.resume) / "config.yaml").read_text()) or {}
+            saved_algo = (saved.get("train") or {}).get("algo")
+            if saved_algo is not None and saved_algo != algo:
+                raise ValueError(f"{args.resume} is a {saved_algo} run; resume it with "
+                                 f"`modelrl train {saved_algo} --resume {args.resume}`")
+            expert = (saved.get("agent") or {}).get("expert")
         progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
         _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress,
                            device=args.device)
     except (ValueError, TrainingError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     except RuntimeError as err:  # a person stopped labelling (LabellingStopped): the run is resumable
         from modelrl.agents.experts import LabellingStopped
@@ -295,7 +308,7 @@ def eval_command(args: EvalArgs) -> int:
                            video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps,
                            device=args.device, lockstep=not args.sequential)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     table = Table(title=f"{res['algo']} on {res['env']} ({args.run})")
     for col in ("episode", "reset seed", "return", "steps"):
@@ -337,7 +350,7 @@ def plot_command(args: PlotArgs) -> int:
         out = plot_runs(args.runs, args.out or default_plot_path(args.runs), x=args.x, band=args.band,
                         title=args.title)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     console.print(f"wrote {out}", soft_wrap=True)
     return 0
@@ -391,10 +404,10 @@ def sweep_command(args: SweepArgs) -> int:
                         address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
                         search_seed=args.search_seed)
     except (SweepError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     except RuntimeError as err:  # every trial failed
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 1
     table = Table(title=f"sweep: {args.algo} on {args.env}, {args.steps} steps (final evaluation, over seeds)")
     for col in [*res.varied, "seeds", "mean return", "std", "min", "max"]:
@@ -490,7 +503,7 @@ def diagnose(args: DiagnoseArgs) -> int:
     try:
         res = run_diagnose(args.run, episodes=args.episodes, k=args.k, seed=args.seed)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         return 2
     table = Table(title=f"model diagnostics ({res['transitions']} held-out transitions)")
     table.add_column("measure")

@@ -135,3 +135,27 @@ def test_a_run_directory_in_use_is_locked(tmp_path):
             train(tiny_config(200), overrides=TINY, out=tmp_path / "run", progress=False)
     train(tiny_config(400), resume=run, progress=False)  # released: the resume goes ahead
     assert rows(run)[-1]["env_step"] == "200"  # the saved config's 200 steps: the run was already complete
+
+
+def test_loop_settings_and_resume_mismatch_are_clear_errors(tmp_path, capsys):
+    """Issue 15, case 6: --seed -1 and --checkpoint-every -7 were accepted or crashed; `train sac --resume`
+    on an MPC run trained MPC without a word; an error with a value list in brackets lost it to rich markup."""
+    with pytest.raises(ValueError, match="seed"):
+        train(TrainConfig("mpc", "Pendulum-v1", 200, seed=-1), overrides=TINY, out=tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        train(TrainConfig("mpc", "Pendulum-v1", 200, checkpoint_every=-7), overrides=TINY, out=tmp_path / "b",
+              progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run = tmp_path / "run"
+    train(tiny_config(200), overrides=TINY, out=run, progress=False)
+    capsys.readouterr()
+    assert main(["train", "sac", "--resume", str(run), "--no-progress"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is a mpc run" in out and "modelrl train mpc --resume" in out
+    from rich.console import Console
+
+    from modelrl.cli import print_error
+
+    console = Console(record=True, width=200)
+    print_error(console, ValueError("noise std must be positive and finite, got [nan]"))
+    assert "got [nan]" in console.export_text()

@@ -135,6 +135,10 @@ def train(
             raise ValueError(f"steps must be >= 1, got {cfg.steps}")
         if cfg.eval_every < 1 or cfg.eval_episodes < 1:
             raise ValueError("eval_every and eval_episodes must be >= 1")
+        if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 (or left out: eval_every), got {cfg.checkpoint_every}")
+        if not 0 <= cfg.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2^32), got {cfg.seed}")
         target = Path(out) if out is not None else default_run_dir(cfg.algo, cfg.env, cfg.seed)
     existed, had_lock = target.exists(), (target / LOCK_NAME).exists()
     try:
