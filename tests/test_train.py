@@ -159,3 +159,17 @@ def test_loop_settings_and_resume_mismatch_are_clear_errors(tmp_path, capsys):
     console = Console(record=True, width=200)
     print_error(console, ValueError("noise std must be positive and finite, got [nan]"))
     assert "got [nan]" in console.export_text()
+
+
+def test_tensorboard_after_resume_holds_every_evaluation_once(crash_and_resume):
+    """Issue 15, case 4: the resume purged the evaluation logged at the checkpoint's step, which the resumed
+    loop never logs again (TensorBoard showed 200 and 600, not 400)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    full, a, _, b = crash_and_resume(tiny_config(), TINY, crash_at=450)
+    assert a == b
+    crashed = full.parent / "crashed"
+    acc = EventAccumulator(str(crashed / "tb"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("eval_return")]
+    assert steps == [int(r["env_step"]) for r in b] == [200, 400, 600]

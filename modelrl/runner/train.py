@@ -207,7 +207,9 @@ def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, devi
         obs, _ = env.reset()
     metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "train_cpu_s", "eval_return",
                                       "eval_return_std", "episode", "train_return"], keep_until=step if ckpt is not None else None)
-    tb = _tensorboard(run_dir, purge_step=step if ckpt is not None else None)
+    # drop the events logged after the checkpoint (the resumed loop logs them again); the evaluation at the
+    # checkpoint's own step was logged before it was written and is kept
+    tb = _tensorboard(run_dir, purge_step=step + 1 if ckpt is not None else None)
     t0 = time.perf_counter() - wall0
     c0 = time.process_time() - cpu0
 
