@@ -200,6 +200,7 @@ def train_command(argv: list[str]) -> int:
     Precedence, lowest first: the algorithm's defaults, the preset, the ``--config`` file, the flags.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from modelrl.agents import AGENTS, agent_classes
 
@@ -255,8 +256,16 @@ def train_command(argv: list[str]) -> int:
                                  f"`modelrl train {saved_algo} --resume {args.resume}`")
             expert = (saved.get("agent") or {}).get("expert")
         progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
+        resume_steps = None
+        if args.resume is not None:  # the run's config.yaml decides; --steps extends it, --device moves it
+            resume_steps = args.steps if _option_value(rest, "--steps") is not None else None
+            given = sorted({a.split("=", 1)[0] for a in rest if a.startswith("--")}
+                           - {"--resume", "--steps", "--device", "--no-progress"})
+            if given:
+                console.print(f"[yellow]note:[/yellow] ignored with --resume (the run's config.yaml decides them): "
+                              f"{escape(', '.join(given))}", soft_wrap=True)
         _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress,
-                           device=args.device)
+                           device=args.device, steps=resume_steps)
     except (ValueError, TrainingError, FileNotFoundError) as err:
         print_error(console, err)
         return 2

@@ -173,3 +173,22 @@ def test_tensorboard_after_resume_holds_every_evaluation_once(crash_and_resume):
     acc.Reload()
     steps = [e.step for e in acc.Scalars("eval_return")]
     assert steps == [int(r["env_step"]) for r in b] == [200, 400, 600]
+
+
+def test_resume_with_steps_extends_the_run_and_names_ignored_options(tmp_path, capsys):
+    """Issue 15, case 6: --resume silently ignored --steps and every other option. --steps now extends the
+    run (config.yaml records it), below the steps already trained it is refused, and the options the run's
+    config decides are named as ignored."""
+    import yaml
+
+    run = tmp_path / "run"
+    train(tiny_config(200), overrides=TINY, out=run, progress=False)
+    with pytest.raises(ValueError, match="below the 200"):
+        train(None, resume=run, progress=False, steps=100)
+    capsys.readouterr()
+    assert main(["train", "mpc", "--resume", str(run), "--steps", "400", "--horizon", "9", "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ignored with --resume" in out and "--horizon" in out and "--steps" not in out.split("them):")[1]
+    assert [r["env_step"] for r in rows(run)] == ["200", "400"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 400 and saved["agent"]["horizon"] == 4

@@ -117,8 +117,10 @@ def train(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     device: str | None = None,
+    steps: int | None = None,
 ):
-    """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory;
+    """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory
+    (``steps`` then extends it to that many env steps: ``config.yaml`` records the new length);
     ``device`` overrides ``cfg.device``; with ``resume`` it moves a run to another device than the one it
     started on (resumes are exact on one device; across devices the random streams restart, see
     ``modelrl.device.load_generator_state``).
@@ -143,7 +145,7 @@ def train(
     existed, had_lock = target.exists(), (target / LOCK_NAME).exists()
     try:
         with RunLock(target):
-            return _train(cfg, overrides, target, resume is not None, progress, on_step, device)
+            return _train(cfg, overrides, target, resume is not None, progress, on_step, device, steps)
     except BaseException as err:
         # refused, or failed before writing anything: leave the directory as it was found
         if not (isinstance(err, RunDirError) and "in use" in str(err)) and target.is_dir():
@@ -154,7 +156,7 @@ def train(
         raise
 
 
-def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, device):
+def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, device, steps):
     """``train`` inside the run directory's lock."""
     resume = target if resuming else None
     if resume is not None:
@@ -165,6 +167,12 @@ def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, devi
         ckpt_path = run_dir / "checkpoints" / "latest.pt"
         # stopped before its first checkpoint: start over in the same directory (imitation keeps its labels)
         ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        if steps is not None and steps != cfg.steps:  # extend (or shorten, not below the checkpoint) the run
+            done = ckpt["step"] if ckpt is not None else 0
+            if steps < max(done, 1):
+                raise ValueError(f"--steps {steps} is below the {done} env steps {run_dir} has already trained")
+            cfg = dataclasses.replace(cfg, steps=steps)
+            save_config(run_dir, {**saved, "train": dataclasses.asdict(cfg)})
     else:
         run_dir = None
         ckpt = None
