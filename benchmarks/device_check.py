@@ -102,9 +102,7 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     if algo == "mpc":  # MPC learns by refitting its model at episode ends: time one refit
         update_s = timed(lambda: agent.trainer.fit(*(buf.all()[k] for k in ("obs", "action", "next_obs"))),
                          device, 1)
-    elif algo == "mbpo":  # one env step of MBPO: G SAC updates (model fits and rollouts every 250 steps aside)
-        update_s = timed(lambda: agent.update(buf, step + 1), device, reps)
-    else:
+    else:  # one env step's learning (MBPO: G SAC updates; its model fits every 250 steps aside)
         update_s = timed(lambda: agent.update(buf, step + 1), device, reps)
     n = max(3, int(loop_steps * loop_scale * (0.05 if slow else 1.0)))
     sync(device)

@@ -156,7 +156,8 @@ def train(
         raise
 
 
-def _train(cfg, overrides, target: Path, resuming: bool, progress, on_step, device, steps):
+def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Path, resuming: bool, progress: bool,
+           on_step: Callable[[int], None] | None, device: str | None, steps: int | None):
     """``train`` inside the run directory's lock."""
     resume = target if resuming else None
     if resume is not None:
