@@ -8,7 +8,7 @@ from modelrl.agents import make
 from modelrl.agents.tdmpc import TDMPCConfig, default_action_repeat, linear_schedule
 from modelrl.cli import main
 from modelrl.data.buffer import ReplayBuffer
-from modelrl.data.subtraj import SubTrajectorySampler, SumTree
+from modelrl.data.subtraj import MaxTree, SubTrajectorySampler, SumTree
 from modelrl.envs import make_env
 from modelrl.models.told import TOLD, HeadsMLP
 from modelrl.runner.train import TrainConfig, train
@@ -122,6 +122,32 @@ def test_prioritised_sampling_follows_priorities_with_importance_weights():
     tree = SumTree(5)
     tree.set(np.arange(5), np.array([1.0, 0.0, 2.0, 0.0, 1.0]))
     assert tree.total == 4.0 and list(tree.find(np.array([0.5, 1.5, 2.9, 3.5]))) == [0, 2, 2, 4]
+
+
+def test_new_windows_enter_at_the_current_maximum_priority_not_the_largest_ever():
+    """Official ReplayBuffer.add: a new episode's priorities are the buffer's current maximum, so one early
+    large TD error stops inflating later windows once it is updated down (before: the largest ever seen)."""
+    buf = ReplayBuffer(1, 1, 40, seed=0)
+    sampler = SubTrajectorySampler(40, 3, seed=0)
+    for k in range(10):
+        buf.add([k], [0.0], 0.0, [k + 1], False, k == 9)
+    sampler.sync(buf)
+    valid = np.flatnonzero(sampler.valid)
+    assert np.all(sampler.priority[valid] == 1.0)  # nothing stored before: priority 1
+    sampler.update_priorities(valid[:1], np.array([50.0]))  # one large TD error ...
+    sampler.update_priorities(valid[1:], np.full(valid.size - 1, 0.5))
+    assert sampler.max_priority == pytest.approx(50.0)
+    sampler.update_priorities(valid[:1], np.array([2.0]))  # ... updated down
+    buf.add([20], [0.0], 0.0, [21], False, False)
+    for k in range(1, 5):
+        buf.add([20 + k], [0.0], 0.0, [21 + k], False, False)
+    sampler.sync(buf)
+    new = np.flatnonzero(sampler.valid)[-3:]
+    assert np.allclose(sampler.priority[new], 2.0 + 1e-6)  # the current maximum, not 50
+    tree = MaxTree(5)
+    tree.set(np.arange(5), np.array([1.0, 7.0, 2.0, 0.0, 3.0]))
+    tree.set(np.array([1]), np.array([0.5]))
+    assert tree.total == 3.0
 
 
 # -- losses, updates, planning ---------------------------------------------------------------------

@@ -15,7 +15,12 @@ import numpy as np
 
 
 class SumTree:
-    """Binary tree of non-negative leaf values with their sums; vectorised over batches of leaves."""
+    """Binary tree of non-negative leaf values with their sums; vectorised over batches of leaves.
+
+    ``combine`` is how a node joins its two children: ``np.add`` (sums, for sampling by mass) or
+    ``np.maximum`` (``MaxTree``: the largest leaf at the root)."""
+
+    combine = staticmethod(np.add)
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
@@ -38,7 +43,7 @@ class SumTree:
         self.tree[nodes] = values
         nodes = np.unique(nodes >> 1)
         while nodes[0] >= 1:
-            self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
+            self.tree[nodes] = self.combine(self.tree[2 * nodes], self.tree[2 * nodes + 1])
             if nodes[0] == 1:
                 break
             nodes = np.unique(nodes >> 1)
@@ -48,7 +53,7 @@ class SumTree:
         self.tree[self.size:self.size + self.capacity] = leaf_values
         for level_start in (self.size >> k for k in range(1, self.size.bit_length())):
             nodes = np.arange(level_start, 2 * level_start)
-            self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
+            self.tree[nodes] = self.combine(self.tree[2 * nodes], self.tree[2 * nodes + 1])
 
     def find(self, mass: np.ndarray) -> np.ndarray:
         """Leaf index whose cumulative interval contains each ``mass`` in [0, total)."""
@@ -62,13 +67,21 @@ class SumTree:
         return np.minimum(nodes - self.size, self.capacity - 1)
 
 
+class MaxTree(SumTree):
+    """The same tree with the maximum of the leaves at each node; ``total`` is the largest leaf."""
+
+    combine = staticmethod(np.maximum)
+
+
 class SubTrajectorySampler:
     """Uniform or prioritised sampling of length-``horizon`` windows from a ``ReplayBuffer``.
 
     ``prioritized``: P(i) = p_i^alpha / sum_j p_j^alpha over valid starts, importance weights
-    (N P(i))^-beta / max over the batch; new starts get the largest priority seen so far, and
-    ``update_priorities`` sets p_i = |TD error| + eps (official TD-MPC: per_alpha 0.6, per_beta
-    0.4, eps 1e-6).
+    (N P(i))^-beta / max over the batch; a window entering the sampler gets the largest priority
+    among the windows stored now (1 while there are none: official ``ReplayBuffer.add``, the
+    maximum of the buffer's current priorities, so a large TD error stops counting once updated
+    or overwritten), and ``update_priorities`` sets p_i = |TD error| + eps (official TD-MPC:
+    per_alpha 0.6, per_beta 0.4, eps 1e-6).
     """
 
     def __init__(self, capacity: int, horizon: int, prioritized: bool = True, alpha: float = 0.6,
@@ -81,7 +94,7 @@ class SubTrajectorySampler:
         self.priority = np.ones(self.capacity, dtype=np.float32)  # p_i of each start slot
         self.ep_index = np.zeros(self.capacity, dtype=np.int64)  # transitions before this one in its episode (stored)
         self.tree = SumTree(self.capacity)
-        self.max_priority = 1.0
+        self.max_tree = MaxTree(self.capacity)  # valid starts' priorities (not raised to alpha)
         self.seen = 0  # buffer.total at the last sync
         self.rng = np.random.default_rng(seed)
 
@@ -89,6 +102,15 @@ class SubTrajectorySampler:
     def _leaf(self, slots: np.ndarray) -> np.ndarray:
         v = self.valid[slots].astype(np.float64)
         return v * self.priority[slots].astype(np.float64) ** self.alpha if self.prioritized else v
+
+    def _set_leaves(self, slots: np.ndarray) -> None:
+        self.tree.set(slots, self._leaf(slots))
+        self.max_tree.set(slots, self.valid[slots] * self.priority[slots].astype(np.float64))
+
+    @property
+    def max_priority(self) -> float:
+        """The largest priority among the stored valid windows; 1 when there are none."""
+        return self.max_tree.total if self.max_tree.total > 0 else 1.0
 
     def sync(self, buffer) -> None:
         """Take in the transitions added to ``buffer`` since the last call."""
@@ -111,19 +133,17 @@ class SubTrajectorySampler:
         self.seen = buffer.total
 
     def _mark(self, slots: np.ndarray) -> None:
-        """Newly written ``slots`` (in write order): they start no window yet (H > 1), and each one that
-        is at least H-1 transitions into its episode completes the window that starts H-1 slots back."""
+        """Newly written ``slots`` (in write order): the windows they started before being overwritten
+        leave, and each one that is at least H-1 transitions into its episode completes the window that
+        starts H-1 slots back, which enters at the current maximum priority (official)."""
         cap, h = self.capacity, self.horizon
-        touched = [slots]
-        if h > 1:
-            self.valid[slots] = False
+        self.valid[slots] = False
+        self._set_leaves(slots)  # overwritten windows leave before the maximum is read
         complete = slots[self.ep_index[slots] >= h - 1]
         starts = (complete - (h - 1)) % cap
+        self.priority[starts] = self.max_priority
         self.valid[starts] = True
-        self.priority[slots] = self.max_priority
-        touched.append(starts)
-        idx = np.unique(np.concatenate(touched))
-        self.tree.set(idx, self._leaf(idx))
+        self._set_leaves(np.unique(starts))
 
     def _rebuild(self, buffer) -> None:
         """Recompute validity from the stored episode flags (first sync, or after more than a buffer's worth)."""
@@ -132,13 +152,19 @@ class SubTrajectorySampler:
         k = np.arange(n)
         last = np.maximum.accumulate(np.where(buffer.episode_start[order], k, 0))
         self.valid[:] = False
+        self.max_tree.rebuild(np.zeros(cap))  # every window is new: they enter at priority 1
         self.ep_index[order] = k - last  # the oldest stored transition counts as its episode's first
-        self.priority[order] = self.max_priority
+        self.priority[order] = 1.0
         h = self.horizon
         ok = self.ep_index[order] >= h - 1
         self.valid[order[np.flatnonzero(ok) - (h - 1)]] = True
-        self.tree.rebuild(self._leaf(np.arange(cap)))
+        self._rebuild_trees()
         self.seen = buffer.total
+
+    def _rebuild_trees(self) -> None:
+        every = np.arange(self.capacity)
+        self.tree.rebuild(self._leaf(every))
+        self.max_tree.rebuild(self.valid * self.priority.astype(np.float64))
 
     # -- sampling -----------------------------------------------------------------------------
     @property
@@ -180,19 +206,17 @@ class SubTrajectorySampler:
         idx = np.asarray(idx, dtype=np.int64)
         p = np.asarray(priorities, dtype=np.float64) + self.eps
         self.priority[idx] = p
-        self.max_priority = max(self.max_priority, float(p.max()))
-        uniq = np.unique(idx)
-        self.tree.set(uniq, self._leaf(uniq))
+        self._set_leaves(np.unique(idx))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"valid": self.valid.copy(), "priority": self.priority.copy(), "ep_index": self.ep_index.copy(),
-                "max_priority": self.max_priority, "seen": self.seen, "rng": self.rng.bit_generator.state}
+                "seen": self.seen, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.valid[:] = state["valid"]
         self.priority[:] = state["priority"]
         self.ep_index[:] = state["ep_index"]
-        self.max_priority, self.seen = float(state["max_priority"]), int(state["seen"])
+        self.seen = int(state["seen"])  # an older checkpoint's "max_priority" (the largest ever seen) is unused
         self.rng.bit_generator.state = state["rng"]
-        self.tree.rebuild(self._leaf(np.arange(self.capacity)))
+        self._rebuild_trees()
