@@ -134,7 +134,10 @@ class LoopArgs:
     eval_episodes: int = 10
     checkpoint_every: int | None = None
     """Checkpoint every this many steps (at episode ends); default: eval_every."""
-    action_repeat: int = 1
+    action_repeat: int | None = None
+    """Repeat each action this many times, summing the rewards; default: the algorithm's choice for the env
+    (TD-MPC on DeepMind Control: the official per-domain value, cartpole 8, walker/humanoid/dog 2, others 4;
+    otherwise 1). config.yaml records the value used."""
     device: str | None = None
     """auto (CUDA where available, else the CPU; the default), cpu, cuda or cuda:N; with --resume, moves the
     run there (a run resumes on any device)."""
@@ -227,15 +230,18 @@ def train_command(argv: list[str]) -> int:
         preset = _option_value(rest, "--preset") or file_cfg["train"].get("preset")
         from modelrl.agents.base import build_config
 
-        default_config = build_config(config_cls, preset, **file_cfg["agent"])
+        env_id = _option_value(rest, "--env") or file_cfg["train"].get("env")
+        default_config = build_config(config_cls, preset, env_id, **file_cfg["agent"])  # per-task values shown in --help
     except ValueError as err:
         print_error(console, err)
         return 2
     presets = ", ".join(config_cls.PRESETS) or "none"
     args_type = _train_args_type(config_cls, default_config)
     loop_names = {f.name for f in dataclasses.fields(LoopArgs)}
-    defaults = args_type(**{k: v for k, v in file_cfg["train"].items() if k in loop_names and k != "config"},
-                         agent=default_config)
+    loop_defaults = {k: v for k, v in file_cfg["train"].items() if k in loop_names and k != "config"}
+    if env_id is not None and loop_defaults.get("action_repeat") is None:  # --help shows the value a run would use
+        loop_defaults["action_repeat"] = config_cls.default_action_repeat(env_id)
+    defaults = args_type(**loop_defaults, agent=default_config)
     args = tyro.cli(args_type, args=rest, default=defaults, prog=f"modelrl train {algo}",
                     description=f"Train {algo} (algorithms: {', '.join(AGENTS)}; presets of {algo}: {presets}).")
     from modelrl.runner.train import TrainConfig, TrainingError, train

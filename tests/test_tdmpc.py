@@ -176,6 +176,50 @@ def test_update_trains_every_told_part_and_moves_the_target_by_tau():
         assert norm <= 1e-3 * (1 + 1e-4)
 
 
+def test_episodic_tasks_cut_the_bootstrap_learn_termination_and_stop_planning_at_it():
+    """InvertedPendulum terminates: TD-MPC turns episodic by itself (TD-MPC2's pattern); built without it, the
+    first terminal transition is refused instead of being learned as if the episode went on."""
+    env = make_env("InvertedPendulum-v5", seed=0)
+    buf = random_buffer(env, 300)
+    assert buf.terminated[:buf.size].any()
+    agent = make("tdmpc", env, seed=0, **{**TINY, "pretrain_updates": 1})
+    assert agent.config.episodic and agent.model.term is not None
+    assert not make("tdmpc", make_env("Pendulum-v1", seed=0), seed=0, **TINY).config.episodic
+    out = agent.update(buf, 60)
+    assert torch.isfinite(torch.as_tensor(out["termination_loss"]))
+    # the TD target of a terminal step is its reward alone
+    b, h = 4, agent.config.horizon
+    obs = torch.randn(b, agent.obs_dim)
+    action = torch.rand(h, b, agent.action_dim) * 2 - 1
+    reward, next_obs = torch.randn(h, b), torch.randn(h, b, agent.obs_dim)
+    rho = agent.config.rho ** torch.arange(h, dtype=torch.float32).unsqueeze(1)
+    noise = torch.zeros(h * b, agent.action_dim)
+    ones = torch.ones(h, b)
+    with torch.no_grad():
+        _, _, value_loss, term_loss, *_ , z_all = agent._model_loss(obs, action, reward, next_obs, ones, torch.ones(b),
+                                                                    rho, noise, None)
+        q = agent.model.Q(z_all[:-1].reshape(h * b, -1), action.reshape(h * b, -1)).view(-1, h, b)
+        assert torch.allclose(value_loss, (rho * ((q - reward) ** 2).sum(0)).sum(0), atol=1e-5)
+        logits = agent.model.termination_logit(z_all[1:].reshape(h * b, -1)).view(h, b)
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, ones, reduction="none").mean(0)
+        assert torch.allclose(term_loss, expected, atol=1e-6)
+        # planning: after a predicted termination neither rewards nor the terminal value count
+        z = agent.model.h(torch.randn(5, agent.obs_dim))
+        acts = torch.rand(h, 5, agent.action_dim) * 2 - 1
+        pi_noise = torch.zeros(5, agent.action_dim)
+        agent.model.term.linears[-1].bias.fill_(10.0)  # always "terminated"
+        _, r0 = agent.model.next(z, acts[0])
+        assert torch.allclose(agent._latent_value(z, acts, pi_noise, None), r0, atol=1e-5)
+        agent.model.term.linears[-1].bias.fill_(-10.0)  # never
+        agent.config.episodic = False
+        full = agent._latent_value(z, acts, pi_noise, None)
+        agent.config.episodic = True
+        assert torch.allclose(agent._latent_value(z, acts, pi_noise, None), full, atol=1e-5)
+    refused = make("tdmpc", env, seed=0, **{**TINY, "episodic": False})
+    with pytest.raises(ValueError, match="ended an episode by termination.*episodic=True"):
+        refused.update(buf, 10)
+
+
 def test_planning_respects_bounds_schedules_and_warm_start():
     env = make_env("Pendulum-v1", seed=0)
     agent = make("tdmpc", env, seed=0, **TINY)
@@ -314,6 +358,28 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "cpu" in capsys.readouterr().out
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert (run / "eval.json").exists()
+
+
+def test_cli_uses_the_official_per_domain_action_repeat_and_settings_unless_given(tmp_path):
+    import yaml
+
+    base = ["train", "tdmpc", "--env", "dmc:cartpole-swingup", "--steps", "8", "--eval-every", "8",
+            "--eval-episodes", "1", "--no-compile", "--no-progress", "--explore-steps", "8"]
+    for k, v in TINY.items():
+        if k != "explore_steps":
+            base += [f"--{k.replace('_', '-')}", str(v)]
+    for extra, repeat in (([], 8), (["--action-repeat", "2"], 2)):
+        run = tmp_path / f"r{repeat}"
+        assert main(base + extra + ["--out", str(run)]) == 0
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["train"]["action_repeat"] == repeat
+    assert default_action_repeat("dmc:dog-run") == 2 and default_action_repeat("dmc:finger-spin") == 4
+    dog = TDMPCConfig.task_defaults("dmc:dog-run")
+    assert dog == {"iterations": 8, "latent_dim": 100, "batch_size": 2048, "lr": 3e-4}  # official cfgs/tasks/dog.yaml
+    from modelrl.agents import build_config
+
+    cfg = build_config(TDMPCConfig, "cpu", "dmc:humanoid-walk", latent_dim=64)
+    assert (cfg.iterations, cfg.latent_dim) == (4, 64)  # the preset and the user's value win over the task's
 
 
 @pytest.mark.slow

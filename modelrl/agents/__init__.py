@@ -36,7 +36,8 @@ def make(name: str, env: gymnasium.Env, preset: str | None = None, seed: int = 0
     """Build algorithm ``name`` for ``env`` from its defaults, a preset and field overrides, on ``device``
     (``auto``: CUDA where available, else the CPU)."""
     config_cls, agent_cls = agent_classes(name)
-    return agent_cls(env, build_config(config_cls, preset, **overrides), seed=seed, device=device)
+    env_id = env.spec.id if env.spec is not None else None
+    return agent_cls(env, build_config(config_cls, preset, env_id, **overrides), seed=seed, device=device)
 
 
 __all__ = ["Agent", "AgentConfig", "AGENTS", "agent_classes", "build_config", "make"]

@@ -24,10 +24,23 @@ class AgentConfig:
     LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset()
     """Fields that older versions wrote into run directories and that no longer exist: ignored when read."""
 
+    @classmethod
+    def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
+        """Per-task values of the official configuration for ``env_id`` (applied under the preset and the
+        user's values); none by default."""
+        return {}
 
-def build_config(cls: type[AgentConfig], preset: str | None = None, **overrides: Any) -> AgentConfig:
-    """``cls`` defaults, then the named preset, then ``overrides``; unknown names list the valid ones."""
-    values: dict[str, Any] = {}
+    @classmethod
+    def default_action_repeat(cls, env_id: str | None) -> int:
+        """The action repeat a run of this algorithm on ``env_id`` uses unless given one: 1 by default."""
+        return 1
+
+
+def build_config(cls: type[AgentConfig], preset: str | None = None, env_id: str | None = None,
+                 **overrides: Any) -> AgentConfig:
+    """``cls`` defaults, then the official per-task values for ``env_id`` (``cls.task_defaults``), then the
+    named preset, then ``overrides``; unknown names list the valid ones."""
+    values: dict[str, Any] = dict(cls.task_defaults(env_id))
     if preset is not None:
         if preset not in cls.PRESETS:
             close = difflib.get_close_matches(preset, list(cls.PRESETS), n=3, cutoff=0.4)

@@ -33,24 +33,37 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from modelrl.agents.base import Agent, AgentConfig
 from modelrl.data.subtraj import SubTrajectorySampler
 from modelrl.device import compiled, generator_state, load_generator_state
+from modelrl.envs.rewards import can_terminate
 from modelrl.models.told import TOLD
 from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, warm_start
 
-# Official per-domain action repeat (cfgs/tasks/<domain>.yaml; domains without a file use default.yaml: 4).
-OFFICIAL_ACTION_REPEAT = {"cartpole": 8, "walker": 2, "humanoid": 2}
+# Official per-domain action repeat (cfgs/tasks/<domain>.yaml; domains without a file use tasks/default.yaml: 4;
+# finger has no file, so finger-spin runs at 4).
+OFFICIAL_ACTION_REPEAT = {"cartpole": 8, "walker": 2, "humanoid": 2, "dog": 2}
+# Official per-domain settings beside the action repeat (cfgs/tasks/humanoid.yaml and dog.yaml).
+OFFICIAL_DOMAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    "humanoid": {"iterations": 12, "latent_dim": 100},
+    "dog": {"iterations": 8, "latent_dim": 100, "batch_size": 2048, "lr": 3e-4},
+}
 
 
-def default_action_repeat(env_id: str) -> int:
+def _dmc_domain(env_id: str | None) -> str | None:
+    """"dmc:cartpole-swingup" -> "cartpole" (the official config's domain: the part before the first '-')."""
+    if env_id is None or not env_id.startswith("dmc:"):
+        return None
+    return env_id[len("dmc:"):].split("-", 1)[0]
+
+
+def default_action_repeat(env_id: str | None) -> int:
     """The official TD-MPC action repeat for a DeepMind Control id ("dmc:cartpole-swingup" -> 8); 1 otherwise."""
-    if not env_id.startswith("dmc:"):
-        return 1
-    domain = env_id[len("dmc:"):].split("-", 1)[0]
-    return OFFICIAL_ACTION_REPEAT.get(domain, 4)
+    domain = _dmc_domain(env_id)
+    return 1 if domain is None else OFFICIAL_ACTION_REPEAT.get(domain, 4)
 
 
 class flush_denormal:
@@ -86,7 +99,7 @@ class TDMPCConfig(AgentConfig):
     explore_steps: int = 5000  # official: seed_steps 5000 (agent steps, i.e. after action repeat)
     # -- planning
     horizon: int = 5  # official: horizon 5 (planning and training)
-    iterations: int = 6  # official: iterations 6
+    iterations: int = 6  # official: iterations 6 (humanoid 12, dog 8: applied per task, ``task_defaults``)
     num_samples: int = 512  # official: num_samples 512
     num_elites: int = 64  # official: num_elites 64
     mixture_coef: float = 0.05  # official: mixture_coef 0.05 -> int(0.05 * 512) = 25 policy trajectories
@@ -99,8 +112,8 @@ class TDMPCConfig(AgentConfig):
     schedule_steps: int = 25_000  # official: std_schedule and horizon_schedule run over 25000 steps
     horizon_init: int = 1  # official: horizon_schedule linear(1, horizon, 25000)
     # -- learning
-    batch_size: int = 512  # official: batch_size 512
-    lr: float = 1e-3  # official: lr 1e-3
+    batch_size: int = 512  # official: batch_size 512 (dog: 2048, applied per task)
+    lr: float = 1e-3  # official: lr 1e-3 (dog: 3e-4, applied per task)
     reward_coef: float = 0.5  # official: reward_coef 0.5 (c1)
     value_coef: float = 0.1  # official: value_coef 0.1 (c2)
     consistency_coef: float = 2.0  # official: consistency_coef 2 (c3)
@@ -116,20 +129,35 @@ class TDMPCConfig(AgentConfig):
     pretrain_updates: int | None = None
     """Updates at the end of the seed steps; None: as many as seed steps (official train.py)."""
     # -- architecture
-    latent_dim: int = 50  # official: latent_dim 50
+    latent_dim: int = 50  # official: latent_dim 50 (humanoid, dog: 100, applied per task)
     enc_dim: int = 256  # official: enc_dim 256
     mlp_dim: int = 512  # official: mlp_dim 512
     num_q: int = 2  # TD-MPC: twin Q; TD-MPC2: 5 (targets use the min of 2 drawn at random)
     simnorm: bool = False  # TD-MPC2 option: SimNorm latent (groups of 8)
     layernorm_mish: bool = False  # TD-MPC2 option: LayerNorm + Mish hidden layers
+    episodic: bool | None = None
+    """Tasks that end by termination: TD targets r + gamma (1 - terminated) Q', a termination head trained on the
+    terminated flags, and planning that stops counting reward and value after a predicted termination (TD-MPC2's
+    ``episodic``; official TD-MPC has no terminations). None: on where the env can terminate
+    (``modelrl.envs.can_terminate``: off for DeepMind Control, Pendulum, HalfCheetah, ...; on for unknown ids)."""
+    termination_coef: float = 1.0  # TD-MPC2 config.yaml: termination_coef 1
     flush_denormal: bool = True  # ours: CPU speed (see ``flush_denormal``); no effect on results beyond 1e-38
     compile: bool = False
     """ours: torch.compile the latent rollout that scores the candidates and the update's two losses (the random
     draws stay outside, in the same order). On in the ``cpu`` preset, where it was measured (docs/tdmpc.md,
     "Compiled"); off at the paper's settings until a run there shows the same."""
 
+    @classmethod
+    def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
+        """The official per-domain settings (humanoid, dog); a preset's own values win over them."""
+        return dict(OFFICIAL_DOMAIN_SETTINGS.get(_dmc_domain(env_id) or "", {}))
+
+    @classmethod
+    def default_action_repeat(cls, env_id: str | None) -> int:
+        return default_action_repeat(env_id)
+
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # The official settings (the defaults above).
+        # The official settings (the defaults above; humanoid and dog add their own, ``task_defaults``).
         "paper": {},
         # A laptop-CPU TD-MPC: 128-unit networks (a sixteenth of the paper's layer-2 FLOPs), half the
         # samples, elites and batch, 4 iterations, 1000 seed steps (TD-MPC2: max(1000, 5 episodes)),
@@ -158,9 +186,11 @@ class TDMPCAgent(Agent):
                 raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
         if c.temperature <= 0 or not 0 < c.min_std <= c.max_std:
             raise ValueError("need temperature > 0 and 0 < min_std <= max_std")
+        if c.episodic is None:  # resolved here, so config.yaml records what ran
+            c = self.config = dataclasses.replace(c, episodic=can_terminate(self.env_id) is not False)
         self.model = TOLD(self.obs_dim, self.action_dim, latent_dim=c.latent_dim, enc_dim=c.enc_dim,
                           mlp_dim=c.mlp_dim, num_q=c.num_q, simnorm_latent=c.simnorm,
-                          layernorm_mish=c.layernorm_mish, seed=seed).to(self.device)
+                          layernorm_mish=c.layernorm_mish, termination=c.episodic, seed=seed).to(self.device)
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         pi_params = set(self.model.policy.parameters())
         fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters (measured: 2 ms of an update here)
@@ -173,6 +203,7 @@ class TDMPCAgent(Agent):
         self.sampler: SubTrajectorySampler | None = None  # built at the first update, sized like the buffer
         self._sampler_state: dict | None = None
         self.step = 0  # latest env (agent) step seen by ``update``
+        self._checked = 0  # buffer.total up to which transitions were checked for terminations
         self.num_updates = 0
         self.std_floor = c.std_init  # sigma floor epsilon, scheduled
         self._prev_mean: Tensor | None = None
@@ -198,12 +229,17 @@ class TDMPCAgent(Agent):
         """``estimate_value`` with its random draws given: a pure tensor function (what ``compile`` compiles)."""
         c = self.config
         g, discount = z.new_zeros(z.shape[0]), 1.0
+        alive = None  # episodic: 0 once a termination is predicted (TD-MPC2: termination probability > 0.5)
         for a in actions:
             z, r = self.model.next(z, a)
-            g = g + discount * r
+            g = g + discount * (r if alive is None else alive * r)
             discount *= c.discount
+            if c.episodic:
+                goes_on = (self.model.termination_logit(z) <= 0).to(z.dtype)
+                alive = goes_on if alive is None else alive * goes_on
         pi = self.model.pi(z, c.min_std, noise=noise)
-        return g + discount * self.model.q_min(z, pi, pick=pick)
+        value = self.model.q_min(z, pi, pick=pick)
+        return g + discount * (value if alive is None else alive * value)
 
     def planner_settings(self) -> SamplingSettings:
         """TD-MPC's planner as a setting of the sampling core: softmax-weighted top-k elites, momentum on
@@ -277,6 +313,7 @@ class TDMPCAgent(Agent):
         """At the end of the seed steps ``pretrain_updates`` TOLD updates, after that ``updates_per_step``."""
         c = self.config
         self.step = step
+        self._check_terminations(buffer)
         self.std_floor = linear_schedule(c.std_init, c.min_std, c.schedule_steps, step)
         if step < c.explore_steps:
             return {}
@@ -293,6 +330,19 @@ class TDMPCAgent(Agent):
             for _ in range(n):
                 out = self._update_once(buffer)
         return out
+
+    def _check_terminations(self, buffer) -> None:
+        """Without ``episodic`` a terminated transition would be learned as if the episode went on: refuse it."""
+        new = buffer.total - self._checked
+        if self.config.episodic or new <= 0:
+            self._checked = buffer.total
+            return
+        slots = (buffer.pos - min(new, buffer.size) + np.arange(min(new, buffer.size))) % buffer.capacity
+        self._checked = buffer.total
+        if buffer.terminated[slots].any():
+            raise ValueError(f"{self.env_id or 'this env'} ended an episode by termination, and this TD-MPC was built "
+                             "with episodic=False, which treats every episode as running to its time limit; "
+                             "set episodic=True (`--episodic True` on the command line) for tasks that terminate")
 
     def _make_sampler(self, buffer) -> None:
         c = self.config
@@ -311,13 +361,15 @@ class TDMPCAgent(Agent):
         reward = torch.from_numpy(batch["reward"]).to(dev, non_blocking=True)  # [H, B]
         next_obs = torch.from_numpy(batch["next_obs"]).to(dev, non_blocking=True)  # s_1..s_H [H, B, S]
         weight = torch.from_numpy(batch["weight"]).to(dev, non_blocking=True)  # importance weights [B]
+        terminated = torch.from_numpy(batch["terminated"]).to(dev, torch.float32, non_blocking=True)  # [H, B]
         horizon, b = action.shape[:2]
         rho = c.rho ** torch.arange(horizon, dtype=torch.float32, device=dev).unsqueeze(1)  # [H, 1]
 
         rows = horizon * b
         noise = torch.randn((rows, self.action_dim), generator=gen, device=dev)  # the TD target's policy noise
-        losses = self._model_loss_fn(obs, action, reward, next_obs, weight, rho, noise, self.target.draw_pick(gen))
-        consistency, reward_loss, value_loss, priority, total, weighted, z_all = losses
+        losses = self._model_loss_fn(obs, action, reward, next_obs, terminated, weight, rho, noise,
+                                     self.target.draw_pick(gen))
+        consistency, reward_loss, value_loss, termination_loss, priority, total, weighted, z_all = losses
         self.optim.zero_grad(set_to_none=True)
         (weighted / horizon).backward()  # official: gradient scaled by 1/H
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optim.param_groups[0]["params"], c.grad_clip_norm)
@@ -334,21 +386,23 @@ class TDMPCAgent(Agent):
         # tensors: the runner averages them over the updates of a logged row and reads them once
         return {"consistency_loss": consistency.detach().mean(), "reward_loss": reward_loss.detach().mean(),
                 "value_loss": value_loss.detach().mean(), "pi_loss": pi_loss,
+                **({"termination_loss": termination_loss.detach().mean()} if c.episodic else {}),
                 "total_loss": total.detach().mean(), "weighted_loss": weighted.detach(),
                 "grad_norm": grad_norm.detach(), "std_floor": self.std_floor,
                 "horizon": float(self.planning_horizon()), "updates": float(self.num_updates)}
 
-    def _model_loss(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, weight: Tensor, rho: Tensor,
-                    noise: Tensor, pick: Tensor | None) -> tuple[Tensor, ...]:
+    def _model_loss(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor,
+                    weight: Tensor, rho: Tensor, noise: Tensor, pick: Tensor | None) -> tuple[Tensor, ...]:
         """TOLD's loss on a batch of sub-trajectories, its random draws given (what ``compile`` compiles):
-        (consistency, reward, value losses [B], priorities [B], total [B], weighted mean, z_0..z_H)."""
+        (consistency, reward, value, termination losses [B], priorities [B], total [B], weighted mean, z_0..z_H).
+        ``terminated[H, B]`` (1 where the step ended its episode) cuts the TD target's bootstrap."""
         c, model = self.config, self.model
         horizon, b = action.shape[:2]
         with torch.no_grad():  # targets: TD (online encoder and policy, target Q) and latent consistency
             flat_next = next_obs.reshape(horizon * b, -1)
             next_z = model.h(flat_next)
             next_q = self.target.q_min(next_z, model.pi(next_z, c.min_std, noise=noise), pick=pick).view(horizon, b)
-            td_target = reward + c.discount * next_q
+            td_target = reward + c.discount * (1.0 - terminated) * next_q
             z_target = self.target.h(flat_next).view(horizon, b, -1)
 
         z = model.h(obs)
@@ -365,8 +419,14 @@ class TDMPCAgent(Agent):
         priority = (rho * (q - td_target).abs().sum(0)).sum(0).detach()
         total = (c.consistency_coef * consistency.clamp(max=1e4) + c.reward_coef * reward_loss.clamp(max=1e4)
                  + c.value_coef * value_loss.clamp(max=1e4))
+        if c.episodic:  # TD-MPC2: binary cross-entropy of the head on z_1..z_H, mean over the steps (no rho)
+            logits = model.termination_logit(z_all[1:].reshape(horizon * b, -1)).view(horizon, b)
+            termination = F.binary_cross_entropy_with_logits(logits, terminated, reduction="none").mean(0)
+            total = total + c.termination_coef * termination
+        else:
+            termination = torch.zeros_like(total)
         weighted = (total * weight).mean()
-        return consistency, reward_loss, value_loss, priority, total, weighted, z_all
+        return consistency, reward_loss, value_loss, termination, priority, total, weighted, z_all
 
     def _pi_loss(self, z: Tensor, rho: Tensor, noise: Tensor, pick: Tensor | None) -> Tensor:
         """J_pi on ``z[(H + 1) * B, L]`` with the policy noise given (what ``compile`` compiles)."""

@@ -173,7 +173,8 @@ class SubTrajectorySampler:
 
     def sample(self, buffer, batch_size: int) -> dict[str, np.ndarray]:
         """``batch_size`` windows: ``obs[B, S]`` (s_t), ``action[H, B, A]``, ``reward[H, B]``,
-        ``next_obs[H, B, S]`` (s_{t+1..t+H}), ``idx[B]`` (start slots), ``weight[B]`` (IS weights)."""
+        ``next_obs[H, B, S]`` (s_{t+1..t+H}), ``terminated[H, B]`` (only a window's last step can be
+        terminal: windows stay inside one episode), ``idx[B]`` (start slots), ``weight[B]`` (IS weights)."""
         self.sync(buffer)
         total = self.tree.total
         if total <= 0:
@@ -192,7 +193,8 @@ class SubTrajectorySampler:
             weight = np.ones(batch_size, dtype=np.float32)
         steps = (idx[None, :] + np.arange(self.horizon)[:, None]) % self.capacity  # [H, B]
         return {"obs": buffer.obs[idx], "action": buffer.action[steps], "reward": buffer.reward[steps],
-                "next_obs": buffer.next_obs[steps], "idx": idx, "weight": weight}
+                "next_obs": buffer.next_obs[steps], "terminated": buffer.terminated[steps], "idx": idx,
+                "weight": weight}
 
     def _any_valid(self, idx: np.ndarray) -> np.ndarray:
         """The first valid start at or after each of ``idx`` (wrapping around)."""

@@ -133,3 +133,15 @@ def register_task_functions(env_id: str, reward: RewardFn, terminal: TerminalFn 
 def task_functions(env_id: str | None) -> TaskFunctions | None:
     """The known reward (and termination) of ``env_id``, or None where the reward must be learned."""
     return TASKS.get(env_id) if env_id is not None else None
+
+
+def can_terminate(env_id: str | None) -> bool | None:
+    """Whether episodes of ``env_id`` can end by termination (not only by the time limit): False for DeepMind
+    Control (its tasks run to the time limit) and for the known tasks without a termination function; True for
+    the known ones with one (InvertedPendulum, Hopper, Walker2d, Ant, Humanoid); None where it is unknown."""
+    if env_id is None:
+        return None
+    if env_id.startswith("dmc:"):
+        return False
+    known = task_functions(env_id)
+    return None if known is None else known.terminal is not None

@@ -13,8 +13,9 @@ run as one K-headed network (weights ``[K, in, out]``). That is the same computa
 ``nn.Sequential``s, in fewer and larger kernels.
 
 TD-MPC2 options (Hansen, Su, Wang 2024), off by default: ``simnorm`` (the latent is split into
-groups of ``simnorm_dim`` and each group is a softmax) and ``layernorm_mish`` (every hidden layer
-is Linear, LayerNorm, Mish). ``num_q`` > 2 gives an ensemble whose targets use the minimum of two
+groups of ``simnorm_dim`` and each group is a softmax), ``layernorm_mish`` (every hidden layer
+is Linear, LayerNorm, Mish) and ``termination`` (a head on the next latent state predicting that
+the episode ended, for tasks that terminate: TD-MPC2's ``episodic``). ``num_q`` > 2 gives an ensemble whose targets use the minimum of two
 heads drawn at random (TD-MPC2 Sec. 3.3).
 """
 from __future__ import annotations
@@ -141,6 +142,7 @@ class TOLD(nn.Module):
         simnorm_latent: bool = False,  # TD-MPC2 option
         simnorm_dim: int = 8,  # TD-MPC2 default.yaml: simnorm_dim 8
         layernorm_mish: bool = False,  # TD-MPC2 option: Linear, LayerNorm, Mish in every hidden layer
+        termination: bool = False,  # TD-MPC2 option (episodic tasks): a head predicting termination from z'
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -167,6 +169,10 @@ class TOLD(nn.Module):
             self.dyn_rew.w3[1].zero_()
         self.policy.reset_parameters(gen)
         self.q.reset_parameters(gen, zero_last=True)
+        # built last, so the other parts' initial weights do not depend on it
+        self.term = MLP(latent_dim, mlp_dim, 1, norm=layernorm_mish) if termination else None
+        if self.term is not None:
+            self.term.reset_parameters(gen)
 
     @property
     def state_dim(self) -> int:
@@ -187,6 +193,12 @@ class TOLD(nn.Module):
     def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         """The ``Dynamics`` protocol on latent states: ``next``."""
         return self.next(state, action)
+
+    def termination_logit(self, z: Tensor) -> Tensor:
+        """Logit that the transition into ``z[B, L]`` ended the episode, ``[B]`` (needs ``termination``)."""
+        if self.term is None:
+            raise RuntimeError("this TOLD has no termination head (build it with termination=True)")
+        return self.term(z)[:, 0]
 
     def pi(self, z: Tensor, std: float = 0.0, generator: torch.Generator | None = None, clip: float = 0.3,
            noise: Tensor | None = None) -> Tensor:

@@ -42,7 +42,9 @@ class TrainConfig:
     checkpoint_every: int | None = None
     """Env steps between checkpoints (at episode ends); default: eval_every."""
     buffer_capacity: int = 1_000_000
-    action_repeat: int = 1
+    action_repeat: int | None = None
+    """None: the algorithm's choice for the env (``AgentConfig.default_action_repeat``; TD-MPC on DeepMind Control:
+    the official per-domain value); a new run's config.yaml records the value used."""
     threads: int | None = 1
     """torch threads; 1 is fastest for the small batched ops of planning on a laptop CPU."""
     device: str = "auto"
@@ -182,7 +184,12 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     config_cls, agent_cls = agent_classes(cfg.algo)
-    agent_config = build_config(config_cls, cfg.preset if resume is None else None, **(overrides or {}))
+    if resume is None:
+        agent_config = build_config(config_cls, cfg.preset, cfg.env, **(overrides or {}))
+    else:  # config.yaml holds every resolved field
+        agent_config = build_config(config_cls, None, **(overrides or {}))
+    if cfg.action_repeat is None:
+        cfg = dataclasses.replace(cfg, action_repeat=config_cls.default_action_repeat(cfg.env))
     env = make_env(cfg.env, seed=cfg.seed, action_repeat=cfg.action_repeat)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
