@@ -28,6 +28,13 @@ def test_per_task_settings_of_the_official_configs():
     other = resolve_config(MBPOConfig(), "CartPoleSwingUp-v0")
     assert (other.utd, other.explore_steps, other.model_train_freq, other.target_entropy) == (20, 5000, 250, None)
     assert (hop.real_ratio, hop.rollouts_per_step, hop.ensemble_size, hop.num_elites) == (0.05, 400, 7, 5)
+    assert (hop.min_pool_size, hop.model_patience, hop.model_max_holdout) == (1000, 6, 5000)
+    # humanoid/0.py: rollout_schedule [20, 300, 1, 25]; rollout_batch_size 1e5 per fit every 1000 steps
+    hum = resolve_config(MBPOConfig(), "Humanoid-v5")
+    assert (hum.rollout_length_max, hum.rollouts_per_step * hum.model_train_freq) == (25, 100_000)
+    idp = resolve_config(MBPOConfig(), "InvertedDoublePendulum-v5")  # inverted_double_pendulum/0.py
+    assert (idp.epoch_length, idp.rollout_epochs, idp.target_entropy, idp.explore_steps) == (250, (1, 15), -0.5, 500)
+    assert resolve_config(MBPOConfig(), "Pendulum-v1").min_pool_size == 200
 
 
 def test_rollout_length_schedule_is_linear_between_epochs():
@@ -159,6 +166,26 @@ TINY = {"hidden_size": 32, "batch_size": 32, "utd": 2, "explore_steps": 200, "mo
         "rollouts_per_step": 5, "model_hidden_size": 32, "model_num_layers": 2, "ensemble_size": 3,
         "num_elites": 2, "model_max_epochs": 3, "epoch_length": 100, "rollout_length": 1, "rollout_length_max": 3,
         "rollout_epochs": (0, 2)}
+
+
+def test_sac_waits_for_min_pool_size_steps_of_completed_episodes():
+    """Official SimpleSampler adds an episode to the pool when it ends; SAC trains once the pool holds
+    min_pool_size transitions. Pendulum episodes end at 200 steps: no SAC update before step 400 here."""
+    env = make_env("Pendulum-v1", seed=0)
+    agent = make("mbpo", env, seed=0, **{**TINY, "explore_steps": 50, "min_pool_size": 300})
+    buf = ReplayBuffer(3, 1, 1000, seed=0)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    first_sac = None
+    for step in range(1, 421):
+        a = rng.uniform(-1, 1, 1).astype(np.float32)
+        nobs, r, te, tr, _ = env.step(a)
+        buf.add(obs, a, r, nobs, te, tr)
+        obs = env.reset()[0] if te or tr else nobs
+        out = agent.update(buf, step)
+        if first_sac is None and "critic_loss" in out:
+            first_sac = step
+    assert agent.fits >= 1 and first_sac == 400  # the model fits from step 50; SAC from the second episode's end
 
 
 def test_resume_after_crash_gives_the_same_metrics(crash_and_resume):

@@ -130,6 +130,23 @@ def test_early_stopping_on_tiny_data():
     assert 5 <= metrics["epochs"] < 100
 
 
+def test_holdout_cap_and_mbpo_first_best_at_infinity():
+    """MBPO's BNN holds out min(0.2 N, 5000) rows and starts each member's best at 1e10, so a fit always ends
+    on weights of its own epochs; mbrl-lib (the default here) scores the pre-fit weights first and keeps them
+    when no epoch beats them."""
+    obs, action, next_obs, _ = pendulum_data(600, seed=0)
+    model = make_model("ensemble", 3, 1, ensemble_size=2, seed=0, **SMALL)
+    ModelTrainer(model, lr=3e-3, batch_size=32, max_epochs=20, seed=0).fit(obs, action, next_obs)
+    fitted = {k: v.clone() for k, v in model.state_dict().items()}
+    for keep, same in ((True, True), (False, False)):
+        model.load_state_dict(fitted)
+        ruin = ModelTrainer(model, lr=1.0, batch_size=32, max_epochs=1, max_holdout=50, keep_pre_fit=keep, seed=1)
+        metrics = ruin.fit(obs, action, next_obs)  # one epoch at lr 1 only makes the model worse
+        assert metrics["num_holdout"] == 50  # min(0.2 * 600, 50)
+        kept = all(torch.equal(model.state_dict()[k], v) for k, v in fitted.items() if "normalizer" not in k)
+        assert kept == same, keep
+
+
 def test_elites_are_lowest_holdout_members_with_their_best_weights():
     obs, action, next_obs, _ = pendulum_data(600, seed=0)
     model = make_model("ensemble", 3, 1, ensemble_size=5, num_elites=2, seed=0, **SMALL)

@@ -37,10 +37,15 @@ from modelrl.models.trainer import ModelTrainer
 # rollout schedule [epoch_start, epoch_end, k_start, k_end]; G = n_train_repeat.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # inverted_pendulum/0.py: epoch_length 250, n_train_repeat 10, rollout_schedule [1, 15, 1, 1],
-    # target_entropy -0.05, n_initial_exploration_steps 500 (examples/development/base.py sets 5000 for
-    # MBPO and, as we read its deep_update order, overrides the 500; we keep the task file's 500).
+    # target_entropy -0.05, n_initial_exploration_steps 500. examples/development/base.py sets 5000 for MBPO
+    # (ALGORITHM_PARAMS_ADDITIONAL), but get_variant_spec_base deep-updates the task file's kwargs last
+    # (lines 130-137 at ac694ff), so the file's 500 is what runs.
     "InvertedPendulum": {"utd": 10, "epoch_length": 250, "rollout_length": 1, "rollout_length_max": 1,
                          "rollout_epochs": (1, 15), "target_entropy": -0.05, "explore_steps": 500},
+    # inverted_double_pendulum/0.py: epoch_length 250, n_train_repeat 20, rollout_schedule [1, 15, 1, 1],
+    # target_entropy -0.5, n_initial_exploration_steps 500 (n_epochs 80: 20k steps).
+    "InvertedDoublePendulum": {"utd": 20, "epoch_length": 250, "rollout_length": 1, "rollout_length_max": 1,
+                               "rollout_epochs": (1, 15), "target_entropy": -0.5, "explore_steps": 500},
     # hopper/0.py: n_train_repeat 20, rollout_schedule [20, 150, 1, 15], target_entropy -1.
     "Hopper": {"utd": 20, "rollout_length": 1, "rollout_length_max": 15, "rollout_epochs": (20, 150),
                "target_entropy": -1.0},
@@ -53,23 +58,26 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # ant/0.py: n_train_repeat 20, rollout_schedule [20, 100, 1, 25], target_entropy -4.
     "Ant": {"utd": 20, "rollout_length": 1, "rollout_length_max": 25, "rollout_epochs": (20, 100),
             "target_entropy": -4.0},
-    # humanoid/0.py: n_train_repeat 20, rollout_schedule [20, 300, 1, 20], target_entropy -2,
-    # model_train_freq 1000, model_retain_epochs 5, hidden_dim 400.
-    "Humanoid": {"utd": 20, "rollout_length": 1, "rollout_length_max": 20, "rollout_epochs": (20, 300),
+    # humanoid/0.py: n_train_repeat 20, rollout_schedule [20, 300, 1, 25], target_entropy -2,
+    # model_train_freq 1000, model_retain_epochs 5, hidden_dim 400; rollout_batch_size 100e3 per model fit,
+    # as every task, which at one fit per 1000 steps is M = 100 rollouts per env step.
+    "Humanoid": {"utd": 20, "rollout_length": 1, "rollout_length_max": 25, "rollout_epochs": (20, 300),
                  "target_entropy": -2.0, "model_train_freq": 1000, "model_retain_epochs": 5,
-                 "model_hidden_size": 400},
+                 "model_hidden_size": 400, "rollouts_per_step": 100},
     # Pendulum-v1 is not in the MBPO paper. Ours: the InvertedPendulum pattern (k = 1 throughout,
     # a short epoch), G = 20 (the paper's value for most tasks), five random episodes of seed data
     # (with two, seed 2 of three settled into spinning the pendulum; docs/mbpo.md), H_target = -dim(A)
     # (SAC's rule).
+    # min_pool_size 200: examples/development/base.py MAX_PATH_LENGTH_PER_DOMAIN["Pendulum"].
     "Pendulum": {"utd": 20, "epoch_length": 200, "rollout_length": 1, "rollout_length_max": 1,
-                 "rollout_epochs": (1, 15), "explore_steps": 1000},
+                 "rollout_epochs": (1, 15), "explore_steps": 1000, "min_pool_size": 200},
 }
 # What a field left at None becomes when the task is not in the table: the Hopper file's values
 # and examples/development/base.py (n_initial_exploration_steps 5000).
 FALLBACK: dict[str, Any] = {"utd": 20, "epoch_length": 1000, "rollout_length": 1, "rollout_length_max": 1,
                             "rollout_epochs": (20, 150), "explore_steps": 5000, "model_train_freq": 250,
-                            "model_retain_epochs": 1, "model_hidden_size": 200}
+                            "model_retain_epochs": 1, "model_hidden_size": 200, "rollouts_per_step": 400,
+                            "min_pool_size": 1000}
 
 
 def task_key(env_id: str | None) -> str | None:
@@ -91,7 +99,13 @@ class MBPOConfig(SACConfig):
     utd: int | None = None  # type: ignore[assignment]
     """G, SAC updates per env step (None: per task, paper Table 3: 20, HalfCheetah 40; code: InvertedPendulum 10)."""
     real_ratio: float = 0.05  # all config files: real_ratio 0.05 (fraction of each batch from D_env)
-    rollouts_per_step: int = 400  # M, paper Table 3: 400 (config: rollout_batch_size 1e5 per 250 steps)
+    rollouts_per_step: int | None = None
+    """M, model rollouts per env step (None: per task; paper Table 3: 400; the config files roll out
+    rollout_batch_size 1e5 states per model fit, 400 x 250, so Humanoid's fit every 1000 steps is M = 100)."""
+    min_pool_size: int | None = None
+    """SAC updates start once D_env holds this many transitions of completed episodes (None: per task; official
+    SimpleSampler adds a path to the pool at its end and ``ready_to_train`` waits for min_pool_size = the task's
+    max path length, 1000; Pendulum 200)."""
     rollout_length: int | None = None
     """k at the start of the schedule (None: per task; all files: 1)."""
     rollout_length_max: int | None = None
@@ -108,10 +122,13 @@ class MBPOConfig(SACConfig):
     model_hidden_size: int | None = None  # config: hidden_dim 200 (Humanoid 400)
     model_num_layers: int = 4  # construct_model: 4 hidden FC layers
     model_lr: float = 1e-3  # construct_model: Adam learning_rate 0.001
-    model_weight_decay: float = 5e-5  # construct_model: per-layer decays 2.5e-5 ... 1e-4; one value here
+    model_weight_decay: float | tuple[float, ...] | None = None
+    """L2 decay per layer (the hidden layers, then the output) or one value. None: constructor.py construct_model's
+    2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4 for its four hidden layers; 5e-5 for every layer of another depth."""
     model_batch_size: int = 256  # mbpo.py _train_model: batch_size 256
     holdout_ratio: float = 0.2  # mbpo.py _train_model: holdout_ratio 0.2
-    model_patience: int = 5  # BNN: stop after 5 epochs without hold-out improvement
+    model_patience: int = 6  # bnn.py _save_best: stop when more than 5 epochs passed without an improvement
+    model_max_holdout: int = 5000  # bnn.py train: num_holdout = min(holdout_ratio N, max_logging 5000)
     model_max_epochs: int | None = None
     """Cap on epochs per model fit (None: none, as MBPO's max_epochs=None; early stopping ends it)."""
     learn_reward: bool | None = None
@@ -133,6 +150,11 @@ def resolve_config(c: MBPOConfig, env_id: str | None) -> MBPOConfig:
     table = {**FALLBACK, **TASK_DEFAULTS.get(task_key(env_id) or "", {})}
     filled = {k: v for k, v in table.items() if getattr(c, k) is None}
     c = dataclasses.replace(c, **filled)
+    if c.model_weight_decay is None:
+        official = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # construct_model, four hidden layers and the output
+        c = dataclasses.replace(c, model_weight_decay=official if c.model_num_layers == 4 else 5e-5)
+    elif not isinstance(c.model_weight_decay, (int, float)):
+        c = dataclasses.replace(c, model_weight_decay=tuple(float(d) for d in c.model_weight_decay))
     if c.rollout_epochs is not None:
         c = dataclasses.replace(c, rollout_epochs=tuple(int(e) for e in c.rollout_epochs))
     validate_mbpo_config(c)
@@ -150,6 +172,11 @@ def validate_mbpo_config(c: MBPOConfig) -> None:
     a, b = c.rollout_epochs
     if not 0 <= a < b:
         raise ValueError(f"rollout_epochs (a, b) needs 0 <= a < b, got {c.rollout_epochs}")
+    if not isinstance(c.model_weight_decay, (int, float)) and len(c.model_weight_decay) != c.model_num_layers + 1:
+        raise ValueError(f"model_weight_decay: one value, or one per layer ({c.model_num_layers} hidden + the output = "
+                         f"{c.model_num_layers + 1}), got {len(c.model_weight_decay)}")
+    if c.min_pool_size < 0:
+        raise ValueError(f"min_pool_size must be >= 0, got {c.min_pool_size}")
     for name in ("rollouts_per_step", "epoch_length", "model_train_freq", "model_retain_epochs", "ensemble_size",
                  "model_hidden_size", "model_num_layers", "model_batch_size", "model_patience"):
         if getattr(c, name) < 1:
@@ -272,7 +299,8 @@ class MBPOAgent(Agent):
         self.trainer = ModelTrainer(self.model, lr=c.model_lr, weight_decay=c.model_weight_decay,
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_max_epochs or _MAX_EPOCHS_UNCAPPED,
-                                    patience=c.model_patience, seed=seed + 11)
+                                    patience=c.model_patience, max_holdout=c.model_max_holdout,
+                                    keep_pre_fit=False, seed=seed + 11)  # bnn.py: first best 1e10
         self.dynamics = LearnedDynamics(self.model, reward_fn=None if learn_reward else known.reward,
                                         termination_fn=known.terminal if known is not None else None,
                                         mode="ts1", particles=1, seed=seed + 12)
@@ -283,6 +311,7 @@ class MBPOAgent(Agent):
         self.n_real = int(c.batch_size * c.real_ratio) if self.uses_model else c.batch_size  # mbpo.py _training_batch
         self.k = c.rollout_length
         self.fits = 0
+        self.completed = 0  # transitions of D_env in completed episodes (official: the pool SAC waits on)
         self.timing = new_timing(("model", "rollout", "policy"))
         self._model_info: dict[str, float] = {}
 
@@ -336,10 +365,15 @@ class MBPOAgent(Agent):
 
     def update(self, buffer, step: int) -> dict[str, float]:
         c = self.config
+        last = (buffer.pos - 1) % buffer.capacity
+        if buffer.size and (buffer.terminated[last] or buffer.truncated[last]):
+            self.completed = step
         if step < c.explore_steps:
             return {}
         if self.uses_model and (step - c.explore_steps) % c.model_train_freq == 0:
             self._fit_and_rollout(buffer, step)
+        if self.completed < c.min_pool_size:
+            return dict(self._model_info)  # official ready_to_train: not yet
         mark = clocks()
         data = self._batches(buffer, c.utd)
         losses: dict[str, Tensor] = {}
@@ -355,7 +389,8 @@ class MBPOAgent(Agent):
         return {"sac": self.sac.state_dict(), "model": self.model.state_dict(), "trainer": self.trainer.state_dict(),
                 "dynamics_gen": generator_state(self.dynamics.generator), "pool": self.pool.state_dict(),
                 "gen": generator_state(self.gen), "start_rng": self.start_rng.bit_generator.state, "k": self.k,
-                "fits": self.fits, "timing": dict(self.timing), "model_info": dict(self._model_info)}
+                "fits": self.fits, "completed": self.completed, "timing": dict(self.timing),
+                "model_info": dict(self._model_info)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
@@ -366,5 +401,7 @@ class MBPOAgent(Agent):
         load_generator_state(self.gen, state["gen"])
         self.start_rng.bit_generator.state = state["start_rng"]
         self.k, self.fits = int(state["k"]), int(state["fits"])
+        # checkpoints from before min_pool_size: they were already updating SAC
+        self.completed = int(state.get("completed", self.config.min_pool_size if self.fits else 0))
         self.timing.update(state["timing"])
         self._model_info = dict(state["model_info"])

@@ -6,6 +6,8 @@ costs one forward pass, not E. A deterministic MLP is the E = 1, non-probabilist
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 from typing import NamedTuple
 
@@ -134,11 +136,19 @@ class EnsembleModel(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._elites_all = None  # elite_idx may have changed
 
-    def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """Optimiser groups: L2 weight decay on the weight matrices only; biases and the
-        log-variance bounds (which have their own penalty) are not pulled towards zero."""
+    def parameter_groups(self, weight_decay: float | Sequence[float]) -> list[dict]:
+        """Optimiser groups: L2 weight decay on the weight matrices only (one value, or one per layer, input
+        layer first, as MBPO's ``construct_model``); biases and the log-variance bounds (which have their own
+        penalty) are not pulled towards zero."""
         rest = list(self.biases) + [p for p in (self.max_logvar, self.min_logvar) if p is not None and p.requires_grad]
-        return [{"params": list(self.weights), "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        if isinstance(weight_decay, (int, float)):
+            return [{"params": list(self.weights), "weight_decay": float(weight_decay)}, {"params": rest, "weight_decay": 0.0}]
+        decays = [float(d) for d in weight_decay]
+        if len(decays) != len(self.weights):
+            raise ValueError(f"weight_decay: one value, or one per layer ({len(self.weights)} here: the hidden layers and "
+                             f"the output layer), got {len(decays)}")
+        return [{"params": [w], "weight_decay": d} for w, d in zip(self.weights, decays)] + [
+            {"params": rest, "weight_decay": 0.0}]
 
     # -- network ------------------------------------------------------------------------------
     def forward(self, x: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -1,6 +1,8 @@
 """Fitting an ``EnsembleModel`` to transitions: bootstrap, hold-out, early stopping, elites."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import copy
 
 import numpy as np
@@ -45,25 +47,34 @@ class ModelTrainer:
         self,
         model: EnsembleModel,
         lr: float = 7.5e-4,  # mbrl-lib conf/overrides/pets_cartpole.yaml: model_lr
-        weight_decay: float = 3e-5,  # mbrl-lib pets_cartpole.yaml: model_wd
+        weight_decay: float | Sequence[float] = 3e-5,  # mbrl-lib pets_cartpole.yaml: model_wd (or one per layer)
         batch_size: int = 256,  # mbrl-lib pets_cartpole.yaml: model_batch_size
         holdout_ratio: float = 0.2,  # mbrl-lib pets_inv_pendulum.yaml: validation_ratio
         max_epochs: int = 25,  # mbrl-lib pets_cartpole.yaml: num_epochs_train_model (per fit)
         patience: int = 5,  # ours: mbrl-lib's 25 equals its epoch cap there, so never stops early
         improvement_threshold: float = 0.01,  # mbrl-lib DynamicsModelTrainer.maybe_get_best_weights
         bootstrap: bool = True,  # PETS: each member on its own resample (ignored for one member)
+        max_holdout: int | None = None,  # ours: no cap (MBPO's BNN.train: max_logging 5000)
+        keep_pre_fit: bool = True,  # mbrl-lib DynamicsModelTrainer.train scores the model before the first epoch
         seed: int | None = None,
     ) -> None:
+        """``max_holdout`` caps the hold-out rows (min(ratio N, cap)); ``keep_pre_fit``: the weights before the
+        fit are a member's first best, so a member whose error never improves keeps them (mbrl-lib); False: the
+        first best is infinite, so every member takes the weights of its best epoch of this fit (MBPO's BNN,
+        ``_start_train``: snapshots start at 1e10)."""
         if batch_size < 1 or max_epochs < 1 or patience < 1:
             raise ValueError(f"need batch_size, max_epochs, patience >= 1; got {batch_size}, {max_epochs}, {patience}")
         if not 0.0 <= holdout_ratio < 1.0:
             raise ValueError(f"holdout_ratio must be in [0, 1), got {holdout_ratio}")
-        if lr <= 0 or weight_decay < 0:
+        if lr <= 0 or min(np.atleast_1d(weight_decay)) < 0:
             raise ValueError(f"need lr > 0 and weight_decay >= 0, got {lr} and {weight_decay}")
         self.model = model
         self.batch_size, self.holdout_ratio = int(batch_size), float(holdout_ratio)
         self.max_epochs, self.patience = int(max_epochs), int(patience)
         self.improvement_threshold, self.bootstrap = float(improvement_threshold), bool(bootstrap)
+        if max_holdout is not None and max_holdout < 0:
+            raise ValueError(f"max_holdout must be >= 0 or None, got {max_holdout}")
+        self.max_holdout, self.keep_pre_fit = max_holdout, bool(keep_pre_fit)
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(model.parameter_groups(weight_decay), lr=lr)
         self.fits = 0
@@ -111,7 +122,7 @@ class ModelTrainer:
         x, y, flags = self._prepare(obs, action, next_obs, reward, terminated)
         n = x.shape[0]
         n_hold = int(round(self.holdout_ratio * n)) if n >= 2 else 0
-        n_hold = min(n_hold, n - 1)
+        n_hold = min(n_hold, n - 1, self.max_holdout if self.max_holdout is not None else n)
         perm = torch.as_tensor(self.rng.permutation(n), device=x.device)
         hold, train = perm[:n_hold], perm[n_hold:]
         n_train = train.numel()
@@ -131,6 +142,8 @@ class ModelTrainer:
         member_rows = train.cpu().numpy()[member_rows]
 
         best = model.member_mse(score_x, score_y)
+        if not self.keep_pre_fit:
+            best = torch.full_like(best, float("inf"))
         best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
         stale, epochs, train_loss = 0, 0, float("nan")
         for _ in range(self.max_epochs):
@@ -148,7 +161,7 @@ class ModelTrainer:
             epochs += 1
             model.eval()
             score = model.member_mse(score_x, score_y)
-            improved = (best - score) / best.clamp_min(1e-12) > self.improvement_threshold
+            improved = ((best - score) / best.clamp_min(1e-12) > self.improvement_threshold) | torch.isinf(best)
             if improved.any():
                 best = torch.where(improved, score, best)
                 self._snapshot(best_state, improved)
