@@ -316,3 +316,45 @@ def test_sampling_core_refits_towards_the_optimum_of_each_problem_and_scores_ext
         SamplingSettings(num_samples=10, momentum=1.0)
     shifted = warm_start(torch.arange(3.0).view(3, 1, 1), 3, torch.zeros(1, 1))
     assert shifted.flatten().tolist() == [1.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize("cls", SAMPLING)
+def test_non_finite_returns_rank_as_the_worst(cls):
+    """A diverging model: returns are NaN (or inf) for actions above 0.2. torch.topk ranks NaN first; the core
+    scores non-finite returns as the worst, so the plan stays finite and below 0.2; when every candidate
+    diverges the plan is still finite."""
+    class Diverging:
+        def __init__(self, everywhere=False):
+            self.everywhere = everywhere
+
+        def step(self, s, a):
+            r = -((a[:, 0] - 0.2) ** 2)
+            bad = torch.ones_like(r, dtype=torch.bool) if self.everywhere else a[:, 0] > 0.2
+            r = torch.where(bad, torch.where(a[:, 0] > 0.6, float("inf"), float("nan")), r)
+            return s, r
+
+    plan = cls(Diverging(), UNIT, horizon=3, num_samples=128, seed=0).plan(np.zeros(1, dtype=np.float32))
+    assert torch.isfinite(plan).all() and plan[0, 0].item() <= 0.2 + 1e-6
+    plan = cls(Diverging(everywhere=True), UNIT, horizon=3, num_samples=64, seed=0).plan(np.zeros(1, dtype=np.float32))
+    assert torch.isfinite(plan).all()
+
+
+def test_truncated_normal_candidates_stay_inside_the_bounds_without_piling_on_them():
+    """PETS's CEM: truncnorm(-2, 2) scaled by a std shrunk to a quarter of the room to each bound. Clamping a
+    Gaussian instead puts every candidate beyond a bound exactly on it."""
+    from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, truncated_unit_normal
+
+    z = truncated_unit_normal((200_000,), torch.Generator().manual_seed(0))
+    assert z.abs().max() <= 2.0 and abs(z.mean()) < 0.01 and abs(z.std() - 0.8796) < 0.01  # truncnorm(-2, 2) std
+    low, high = torch.tensor([-1.0]), torch.tensor([1.0])
+    mean, std = torch.full((5, 1, 1), 0.8), torch.full((5, 1, 1), 0.5)  # near the upper bound
+    for truncated in (False, True):
+        core = SamplingOptimizer(SamplingSettings(num_samples=4000, truncated=truncated), low, high)
+        c = core.sample(mean, std, 4000, torch.Generator().manual_seed(1))
+        on_bound = (c == 1.0).float().mean().item()
+        if truncated:
+            assert on_bound == 0.0 and c.max() <= 1.0 and c.min() >= 0.8 - 2 * 0.1 - 1e-6  # std shrunk to 0.1
+        else:
+            assert on_bound > 0.3  # P(N(0.8, 0.5) > 1) = 0.34: all of it on the bound
+    with pytest.raises(ValueError, match="white Gaussian"):
+        SamplingSettings(num_samples=4, truncated=True, noise_beta=2.0)

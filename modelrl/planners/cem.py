@@ -17,6 +17,8 @@ class CEM(Planner):
     ``population_decay`` (N_i = N * decay^-i), ``keep_elites`` (fraction of elites carried to
     the next iteration and, shifted, to the next time step), ``add_mean`` (the mean is a
     candidate in the last iteration). ``CEM.icem(...)`` sets the iCEM paper's values.
+    ``truncated`` samples as PETS does: a normal truncated at +-2 std whose variance shrinks near
+    the bounds, instead of clamping a Gaussian (which piles candidates on the bounds).
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class CEM(Planner):
         population_decay: float = 1.0,  # 1 = constant; iCEM gamma = 1.25
         keep_elites: float = 0.0,  # 0 = off; iCEM xi = 0.3
         add_mean: bool = False,  # iCEM adds the mean to the last iteration's candidates
+        truncated: bool = False,  # PETS / mbrl-lib: truncated normal (+-2 std) inside the bounds; False: clamp
         **kwargs,
     ) -> None:
         super().__init__(dynamics, action_space, horizon, **kwargs)
@@ -45,7 +48,7 @@ class CEM(Planner):
             num_samples=int(num_samples), iterations=int(iterations), num_elites=int(num_elites), weighting="uniform",
             momentum=float(momentum), std_momentum=True, min_std=float(min_std), noise_beta=float(noise_beta),
             population_decay=float(population_decay), keep_elites=int(round(keep_elites * num_elites)),
-            add_mean_last=bool(add_mean))
+            add_mean_last=bool(add_mean), truncated=bool(truncated))
         self.core = SamplingOptimizer(self.settings, self.low, self.high)
         self.num_samples, self.num_elites, self.iterations = int(num_samples), int(num_elites), int(iterations)
         self.momentum, self.min_std, self.noise_beta = momentum, min_std, noise_beta

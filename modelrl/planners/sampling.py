@@ -61,6 +61,18 @@ def colored_noise(shape: tuple[int, int, int], beta: float, generator: torch.Gen
     return (x / std.to(device)).transpose(1, 2).to(dtype)
 
 
+_TWO_SIGMA_TAIL = 0.5 * math.erfc(2.0 / math.sqrt(2.0))  # P(Z < -2) for a standard normal Z
+
+
+def truncated_unit_normal(shape, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                          device: torch.device | str = "cpu") -> Tensor:
+    """Standard normal draws truncated to [-2, 2] (PETS's ``truncnorm(-2, 2)``), by the inverse CDF of uniform
+    draws: one uniform per value, so the generator advances as ``torch.rand(shape)`` would."""
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    p = _TWO_SIGMA_TAIL + u * (1.0 - 2.0 * _TWO_SIGMA_TAIL)
+    return (math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)).clamp_(-2.0, 2.0)
+
+
 # -- the sampling optimiser core ----------------------------------------------------------------------
 # Every sampling planner (random shooting, CEM/iCEM, MPPI) and TD-MPC's latent planner are settings of
 # ``SamplingOptimizer``. Tensors are time-major: a plan is ``[H, B, A]`` (horizon, batch of problems,
@@ -86,6 +98,10 @@ class SamplingSettings:
     keep_elites: int = 0  # iCEM: elites carried to the next iteration (and, shifted, to the next plan)
     add_mean_last: bool = False  # iCEM: the mean is a candidate in the last iteration
     uniform: bool = False  # random shooting: candidates uniform within the bounds, not around the mean
+    truncated: bool = False
+    """PETS (CEM): candidates from the Gaussian truncated at +-2 std, its variance first shrunk to
+    min(var, ((mean - low) / 2)^2, ((high - mean) / 2)^2) so that no candidate leaves the bounds
+    (handful-of-trials ``optimizers/cem.py``, mbrl-lib ``CEMOptimizer``); False: sample, then clamp."""
     noise_order: str = "sample"
     """Order the noise is drawn in: "sample" ([B, N, H, A]: MPPI, CEM and random shooting, as they have
     always drawn it, so seeded results stay as recorded) or "time" ([H, B, N, A]: TD-MPC's official order)."""
@@ -107,6 +123,8 @@ class SamplingSettings:
             raise ValueError(f"need 0 <= min_std <= max_std, got {self.min_std} and {self.max_std}")
         if not self.population_decay >= 1.0:
             raise ValueError(f"population_decay must be >= 1, got {self.population_decay}")
+        if self.truncated and (self.noise_beta != 0.0 or self.uniform):
+            raise ValueError("truncated sampling is for white Gaussian noise (not colored noise, not uniform)")
 
 
 @dataclasses.dataclass
@@ -152,13 +170,19 @@ class SamplingOptimizer:
             u = torch.rand((b, n, h, a), **kw).permute(2, 0, 1, 3) if s.noise_order == "sample" else \
                 torch.rand((h, b, n, a), **kw)
             return self.low + u * (self.high - self.low)
+        draw = truncated_unit_normal if s.truncated else torch.randn
         if s.noise_beta != 0.0:  # drawn sequence-major (the FFT runs along time), then laid out time-major
             eps = colored_noise((b * n, h, a), s.noise_beta, generator, mean.dtype, mean.device)
             eps = eps.transpose(0, 1).reshape(h, b, n, a)
         elif s.noise_order == "sample":
-            eps = torch.randn((b, n, h, a), **kw).permute(2, 0, 1, 3)
+            eps = draw((b, n, h, a), **kw).permute(2, 0, 1, 3)
         else:
-            eps = torch.randn((h, b, n, a), **kw)
+            eps = draw((h, b, n, a), **kw)
+        if s.truncated:
+            if std.ndim == 2:
+                raise ValueError("truncated sampling needs a per-step std, not a covariance factor")
+            room = torch.minimum(mean - self.low, self.high - mean).clamp_min(0.0) / 2.0  # 2 std fit inside
+            std = torch.minimum(std, room)
         eps = eps @ std.T if std.ndim == 2 else eps * std.unsqueeze(2)
         if s.include_mean:
             eps[:, :, 0] = 0.0
@@ -176,6 +200,9 @@ class SamplingOptimizer:
                 parts.append(mean.unsqueeze(2))
             candidates = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]  # [H, B, N', A]
             returns = objective(candidates, mean)  # [B, N']
+            # a diverging model's NaN or inf scores as the worst (topk would rank NaN first); finite, so that
+            # the weights stay defined when every candidate diverged
+            returns = torch.where(torch.isfinite(returns), returns, torch.finfo(returns.dtype).min)
             k = candidates.shape[2] if s.num_elites is None else min(s.num_elites, candidates.shape[2])
             if k < candidates.shape[2]:
                 returns, idx = torch.topk(returns, k, dim=1)  # best first
