@@ -3,28 +3,70 @@
 Configs are typed dataclasses parsed by tyro, so every field is a flag; ``modelrl COMMAND --help``
 lists them. ``train`` and ``bench`` are dispatched by hand (the algorithm decides ``train``'s
 fields; ``bench`` passes its arguments to the benchmark script); the rest go through tyro.
+
+Every command reports a failure the same way (``main``): one ``error: ...`` line, exit status 2 for
+bad input (a value, a file, a name) and 1 for a fault while running (a damaged checkpoint, a full
+disk, NaN in training); ``MODELRL_DEBUG=1`` prints the traceback too.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import tyro
 import yaml
 
 PlannerName = Literal["mppi", "cem", "icem", "random_shooting", "ilqr", "lqr"]
 
+BAD_INPUT, RUNTIME_FAULT = 2, 1
+"""Exit statuses: a command given something it cannot use, and one that failed while running."""
 
 
 def print_error(console, err: BaseException | str) -> None:
-    """``error: <message>`` in red, the message printed as it is (rich markup would swallow text in square
-    brackets, such as a value list ``[nan]``)."""
+    """``error: <message>`` in red on one line (never wrapped), the message printed as it is (rich markup would
+    swallow text in square brackets, such as a value list ``[nan]``)."""
     from rich.markup import escape
 
-    console.print(f"[red]error:[/red] {escape(str(err))}")
+    console.print(f"[red]error:[/red] {escape(_one_line(str(err)))}", soft_wrap=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def exit_status(err: BaseException) -> int:
+    """2 for bad input (ValueError, a missing file), 1 for a fault while running (anything else)."""
+    return BAD_INPUT if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError)) else RUNTIME_FAULT
+
+
+def report_error(console, err: Exception) -> int:
+    """Print ``err`` as one ``error:`` line (after its traceback with ``MODELRL_DEBUG=1``); the exit status.
+
+    Errors that are not this project's way of refusing or failing (a TypeError, a KeyError: a bug) also
+    name their type, and how to see where they came from."""
+    if os.environ.get("MODELRL_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(err, file=sys.stderr)
+    message = str(err) or type(err).__name__
+    if not isinstance(err, (ValueError, OSError, RuntimeError)):
+        message = f"{type(err).__name__}: {message} (unexpected; MODELRL_DEBUG=1 shows the traceback)"
+    print_error(console, message)
+    return exit_status(err)
+
+
+def _show_warning(console) -> Callable[..., None]:
+    """``warnings.showwarning`` for the command line: ``warning: <message>`` on one line, no source line."""
+    from rich.markup import escape
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        console.print(f"[yellow]warning:[/yellow] {escape(_one_line(str(message)))}", soft_wrap=True)
+
+    return show
 
 @dataclasses.dataclass
 class PlanArgs:
@@ -66,7 +108,7 @@ def _planner_overrides(args: PlanArgs) -> dict:
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     for item in args.opt:
         if "=" not in item:
-            raise SystemExit(f"--opt takes KEY=VALUE pairs, got {item!r}")
+            raise ValueError(f"--opt takes KEY=VALUE pairs, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
@@ -84,11 +126,7 @@ def plan(args: PlanArgs) -> int:
                           planner_kwargs=_planner_overrides(args), out=args.out, max_steps=args.max_steps,
                           save=not args.no_save, device=args.device)
     except TypeError as err:  # a keyword the chosen planner does not take
-        print_error(console, err)
-        return 2
-    except ValueError as err:
-        print_error(console, err)
-        return 2
+        raise ValueError(str(err)) from err
     table = Table(title=f"{args.planner} on {args.env}")
     for col in ("episode", "return", "steps", "ms/action"):
         table.add_column(col, justify="right")
@@ -178,23 +216,16 @@ def _without_option(args: list[str], name: str) -> list[str]:
 
 
 def load_config_file(path: str | Path) -> dict:
-    """A config YAML with ``train:`` and/or ``agent:`` sections (the layout of a run's config.yaml)."""
+    """A config YAML with ``train:`` and/or ``agent:`` sections (the layout of a run's config.yaml); the
+    ``train:`` fields checked (names, types, NaN) with errors naming the file. The ``agent:`` fields are
+    checked once the algorithm is known (``train_command``)."""
+    from modelrl.agents.base import check_fields
+    from modelrl.runner.rundir import load_yaml_config
     from modelrl.runner.train import TrainConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no config file at {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict) or set(data) - {"train", "agent"}:
-        extra = sorted(set(data) - {"train", "agent"}) if isinstance(data, dict) else []
-        raise ValueError(f"{path}: a config file has the sections train: and agent: only"
-                         + (f" (found {', '.join(map(str, extra))})" if extra else ""))
-    train_section, agent_section = data.get("train") or {}, data.get("agent") or {}
-    valid = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(train_section) - set(valid))
-    if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)} in train:. Valid fields: {', '.join(valid)}.")
-    return {"train": dict(train_section), "agent": dict(agent_section)}
+    data = load_yaml_config(path)
+    return {"train": check_fields(TrainConfig, data.get("train", {}), f"{path}, section train"),
+            "agent": data.get("agent", {})}
 
 
 def train_command(argv: list[str]) -> int:
@@ -214,27 +245,25 @@ def train_command(argv: list[str]) -> int:
                  description=f"Train an agent and write a run directory. Algorithms: {', '.join(AGENTS)}. "
                              f"`modelrl train ALGO --help` lists ALGO's fields and presets.")
         return 2
-    try:
-        file_cfg = load_config_file(config_path) if config_path is not None else {"train": {}, "agent": {}}
-        file_algo = file_cfg["train"].get("algo")
-        if argv[0].startswith("-"):
-            if file_algo is None:
-                raise ValueError(f"{config_path} names no algorithm (train: algo:); give one: modelrl train ALGO")
-            algo, rest = file_algo, list(argv)
-        else:
-            algo, rest = argv[0], argv[1:]
-            if file_algo is not None and file_algo != algo:
-                raise ValueError(f"{config_path} trains {file_algo!r}, the command line asks for {algo!r}")
-        rest = _without_option(rest, "--config")
-        config_cls, _ = agent_classes(algo)
-        preset = _option_value(rest, "--preset") or file_cfg["train"].get("preset")
-        from modelrl.agents.base import build_config
+    file_cfg = load_config_file(config_path) if config_path is not None else {"train": {}, "agent": {}}
+    file_algo = file_cfg["train"].get("algo")
+    if argv[0].startswith("-"):
+        if file_algo is None:
+            raise ValueError(f"{config_path} names no algorithm (train: algo:); give one: modelrl train ALGO")
+        algo, rest = file_algo, list(argv)
+    else:
+        algo, rest = argv[0], argv[1:]
+        if file_algo is not None and file_algo != algo:
+            raise ValueError(f"{config_path} trains {file_algo!r}, the command line asks for {algo!r}")
+    rest = _without_option(rest, "--config")
+    config_cls, _ = agent_classes(algo)
+    preset = _option_value(rest, "--preset") or file_cfg["train"].get("preset")
+    from modelrl.agents.base import build_config, check_fields
 
-        env_id = _option_value(rest, "--env") or file_cfg["train"].get("env")
-        default_config = build_config(config_cls, preset, env_id, **file_cfg["agent"])  # per-task values shown in --help
-    except ValueError as err:
-        print_error(console, err)
-        return 2
+    if config_path is not None:
+        check_fields(config_cls, file_cfg["agent"], f"{config_path}, section agent")
+    env_id = _option_value(rest, "--env") or file_cfg["train"].get("env")
+    default_config = build_config(config_cls, preset, env_id, **file_cfg["agent"])  # per-task values shown in --help
     presets = ", ".join(config_cls.PRESETS) or "none"
     args_type = _train_args_type(config_cls, default_config)
     loop_names = {f.name for f in dataclasses.fields(LoopArgs)}
@@ -244,23 +273,24 @@ def train_command(argv: list[str]) -> int:
     defaults = args_type(**loop_defaults, agent=default_config)
     args = tyro.cli(args_type, args=rest, default=defaults, prog=f"modelrl train {algo}",
                     description=f"Train {algo} (algorithms: {', '.join(AGENTS)}; presets of {algo}: {presets}).")
-    from modelrl.runner.train import TrainConfig, TrainingError, train
+    from modelrl.runner.rundir import read_run_config
+    from modelrl.runner.train import TrainConfig, check_train_config, train
 
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in file_cfg["train"].items() if k in train_fields}
     values.update({k: getattr(args, k) for k in loop_names & train_fields if not (k == "device" and args.device is None)})
     values["algo"] = algo
-    cfg = TrainConfig(**values)
+    cfg = check_train_config(values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
     try:
         expert = overrides.get("expert")
         if args.resume is not None and (Path(args.resume) / "config.yaml").exists():
-            saved = yaml.safe_load((Path(args.resume) / "config.yaml").read_text()) or {}
-            saved_algo = (saved.get("train") or {}).get("algo")
+            saved = read_run_config(args.resume)
+            saved_algo = saved["train"].get("algo")
             if saved_algo is not None and saved_algo != algo:
                 raise ValueError(f"{args.resume} is a {saved_algo} run; resume it with "
                                  f"`modelrl train {saved_algo} --resume {args.resume}`")
-            expert = (saved.get("agent") or {}).get("expert")
+            expert = saved["agent"].get("expert")
         progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
         resume_steps = None
         if args.resume is not None:  # the run's config.yaml decides; --steps extends it, --device moves it
@@ -272,16 +302,13 @@ def train_command(argv: list[str]) -> int:
                               f"{escape(', '.join(given))}", soft_wrap=True)
         _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress,
                            device=args.device, steps=resume_steps)
-    except (ValueError, TrainingError, FileNotFoundError) as err:
-        print_error(console, err)
-        return 2
     except RuntimeError as err:  # a person stopped labelling (LabellingStopped): the run is resumable
         from modelrl.agents.experts import LabellingStopped
 
         if not isinstance(err, LabellingStopped):
             raise
         console.print(f"[yellow]stopped:[/yellow] {err}")
-        return 1
+        return RUNTIME_FAULT
     console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/, "
                   f"plots/learning_curve.png)")
     return 0
@@ -318,13 +345,9 @@ def eval_command(args: EvalArgs) -> int:
     from modelrl.runner.evaluate import evaluate_run
 
     console = Console()
-    try:
-        res = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, video=args.video,
-                           video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps,
-                           device=args.device, lockstep=not args.sequential)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print_error(console, err)
-        return 2
+    res = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, video=args.video,
+                       video_episodes=args.video_episodes, max_steps=args.max_steps, fps=args.fps,
+                       device=args.device, lockstep=not args.sequential)
     table = Table(title=f"{res['algo']} on {res['env']} ({args.run})")
     for col in ("episode", "reset seed", "return", "steps"):
         table.add_column(col, justify="right")
@@ -359,14 +382,9 @@ def plot_command(args: PlotArgs) -> int:
     from modelrl.runner.plots import default_plot_path, plot_runs
 
     console = Console()
-    try:
-        if not args.runs:
-            raise ValueError("give at least one run directory (or a folder of runs): modelrl plot RUN...")
-        out = plot_runs(args.runs, args.out or default_plot_path(args.runs), x=args.x, band=args.band,
-                        title=args.title)
-    except (ValueError, FileNotFoundError) as err:
-        print_error(console, err)
-        return 2
+    if not args.runs:
+        raise ValueError("give at least one run directory (or a folder of runs): modelrl plot RUN...")
+    out = plot_runs(args.runs, args.out or default_plot_path(args.runs), x=args.x, band=args.band, title=args.title)
     console.print(f"wrote {out}", soft_wrap=True)
     return 0
 
@@ -408,22 +426,15 @@ def sweep_command(args: SweepArgs) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from modelrl.runner.sweep import SweepError, parse_grid, parse_random, parse_seeds, run_sweep
+    from modelrl.runner.sweep import parse_grid, parse_random, parse_seeds, run_sweep
 
     console = Console()
-    try:
-        fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
-        res = run_sweep(args.algo, args.env, args.steps, grid=parse_grid(args.grid), random=parse_random(args.random),
-                        fixed=fixed, seeds=parse_seeds(args.seeds), samples=args.samples, preset=args.preset,
-                        eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
-                        address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
-                        search_seed=args.search_seed)
-    except (SweepError, ValueError) as err:
-        print_error(console, err)
-        return 2
-    except RuntimeError as err:  # every trial failed
-        print_error(console, err)
-        return 1
+    fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
+    res = run_sweep(args.algo, args.env, args.steps, grid=parse_grid(args.grid), random=parse_random(args.random),
+                    fixed=fixed, seeds=parse_seeds(args.seeds), samples=args.samples, preset=args.preset,
+                    eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
+                    address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
+                    search_seed=args.search_seed)  # every trial failed: a RuntimeError, status 1
     table = Table(title=f"sweep: {args.algo} on {args.env}, {args.steps} steps (final evaluation, over seeds)")
     for col in [*res.varied, "seeds", "mean return", "std", "min", "max"]:
         table.add_column(col, justify="right")
@@ -478,9 +489,8 @@ def bench_command(argv: list[str]) -> int:
         return 2
     names = available_benchmarks()
     if benchmarks_dir() is None:
-        console.print("[red]error:[/red] benchmarks/ lives in the source checkout, next to modelrl/; install "
-                      "modelrl from a clone (pip install -e .) to run them")
-        return 2
+        raise ValueError("benchmarks/ lives in the source checkout, next to modelrl/; install modelrl from a clone "
+                         "(pip install -e .) to run them")
     if argv[0] == "list":
         console.print("benchmarks: " + ", ".join(names))
         return 0
@@ -490,8 +500,7 @@ def bench_command(argv: list[str]) -> int:
 
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        console.print(f"[red]error:[/red] Unknown benchmark {name!r}.{hint} Choose from: {', '.join(names)}.")
-        return 2
+        raise ValueError(f"Unknown benchmark {name!r}.{hint} Choose from: {', '.join(names)}.")
     return subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *argv[1:]], cwd=benchmarks_dir().parent)
 
 
@@ -515,11 +524,7 @@ def diagnose(args: DiagnoseArgs) -> int:
     from modelrl.runner.diagnose import diagnose as run_diagnose
 
     console = Console()
-    try:
-        res = run_diagnose(args.run, episodes=args.episodes, k=args.k, seed=args.seed)
-    except (ValueError, FileNotFoundError) as err:
-        print_error(console, err)
-        return 2
+    res = run_diagnose(args.run, episodes=args.episodes, k=args.k, seed=args.seed)
     table = Table(title=f"model diagnostics ({res['transitions']} held-out transitions)")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -541,8 +546,21 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``modelrl`` command."""
+    """Entry point of the ``modelrl`` command: every command's failure is one ``error:`` line and an exit status
+    (``report_error``), every warning one ``warning:`` line."""
+    from rich.console import Console
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(console)
+        try:
+            return _dispatch(argv)
+        except Exception as err:  # noqa: BLE001 (the one place every command's error is reported)
+            return report_error(console, err)
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         return train_command(argv[1:])
     if argv and argv[0] == "bench":

@@ -38,3 +38,14 @@ def as_tensor(x, dtype: torch.dtype = torch.float32, device: torch.device | str 
     if isinstance(x, Tensor):
         return x.to(dtype=dtype, device=device)
     return torch.as_tensor(x, dtype=dtype, device=device)
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or inf where a run needs a finite number. ``what`` names the boundary it crossed (``observation``
+    or ``reward`` from the env, ``action`` from the agent, ``loss`` from an update), so the run loop can say
+    what the likely cause is and whether resuming can help."""
+
+    def __init__(self, message: str, what: str = "value", step: int | None = None) -> None:
+        super().__init__(message)
+        self.what = what
+        self.step = step

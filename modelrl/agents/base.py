@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import os
 import time
+import types
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Mapping, Union
 
 import gymnasium
 import numpy as np
@@ -39,7 +44,8 @@ class AgentConfig:
 def build_config(cls: type[AgentConfig], preset: str | None = None, env_id: str | None = None,
                  **overrides: Any) -> AgentConfig:
     """``cls`` defaults, then the official per-task values for ``env_id`` (``cls.task_defaults``), then the
-    named preset, then ``overrides``; unknown names list the valid ones."""
+    named preset, then ``overrides``; every value is checked by ``check_fields`` (unknown names list the
+    valid ones, a value of the wrong type or NaN is refused naming its field)."""
     values: dict[str, Any] = dict(cls.task_defaults(env_id))
     if preset is not None:
         if preset not in cls.PRESETS:
@@ -49,16 +55,123 @@ def build_config(cls: type[AgentConfig], preset: str | None = None, env_id: str 
                              f"Presets: {', '.join(cls.PRESETS) or 'none'}.")
         values.update(cls.PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if k not in cls.LEGACY_FIELDS})
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    return cls(**check_fields(cls, values))
+
+
+def check_fields(cls: type, values: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
+    """``values`` for the dataclass ``cls``, each checked against its field's type annotation: the one validation
+    every config source goes through (flags, ``--config`` files, a run's config.yaml, the Python API).
+
+    Unknown names are refused with the closest valid one. Values are coerced where the meaning is plain: numbers
+    written as text (``"1e-3"``, which YAML 1.1 reads as a string), integral floats for integer fields (``1.0e6``),
+    lists for tuples. NaN and inf are refused for every number. Anything else that does not fit is a ValueError
+    naming the field, prefixed with ``where`` (a file) when given, instead of a TypeError deep inside a run.
+    """
+    prefix = f"{where}: " if where else ""
+    hints = _field_types(cls)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
-        hints = []
+        names = []
         for name in unknown:
-            close = difflib.get_close_matches(name, sorted(fields), n=1, cutoff=0.5)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"Unknown field(s) {', '.join(hints)} for {cls.__name__}. "
-                         f"Valid fields: {', '.join(sorted(fields))}.")
-    return cls(**values)
+            close = difflib.get_close_matches(str(name), sorted(hints), n=1, cutoff=0.5)
+            names.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{prefix}Unknown field(s) {', '.join(names)} for {cls.__name__}. "
+                         f"Valid fields: {', '.join(sorted(hints))}.")
+    out = {}
+    for name, value in values.items():
+        try:
+            out[name] = _coerce(value, hints[name])
+        except _Mismatch as err:
+            raise ValueError(f"{prefix}{name} must be {err}, got {value!r}") from None
+    return out
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+
+
+class _Mismatch(Exception):
+    """A value that does not fit a type; the message says what was expected."""
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (int, float, bool, str, Literal, X | None, tuples of them), or ``_Mismatch``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        expected = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg)
+            except _Mismatch as err:
+                expected.append(str(err))
+        raise _Mismatch(" or ".join(expected + (["null"] if type(None) in args else [])))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _Mismatch("one of " + ", ".join(map(repr, args)))
+    if origin is tuple:
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)
+        what = (f"a list of {len(args)} {_NAMES.get(args[0], 'values')}" if fixed
+                else f"a list of {_NAMES.get(args[0], 'values')}")
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            raise _Mismatch(what)
+        try:
+            return tuple(_coerce(v, a) for v, a in zip(value, args if fixed else [args[0]] * len(value)))
+        except _Mismatch:
+            raise _Mismatch(what) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise _Mismatch("true or false")
+    if tp is int:
+        number = _number(value)
+        if number is None or not (isinstance(number, int) or number.is_integer()):
+            raise _Mismatch("an integer")
+        return int(number)
+    if tp is float:
+        number = _number(value)
+        if number is None:
+            raise _Mismatch("a finite number")
+        return number
+    if tp is str:
+        if isinstance(value, os.PathLike):  # a path given to the Python API
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise _Mismatch("a string")
+        return value
+    return value
+
+
+_NAMES = {int: "integers", float: "finite numbers", str: "strings", bool: "booleans"}
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite int or float from a number or its text (ints stay ints, so a value that worked is unchanged);
+    None for anything else: booleans, NaN, inf, words."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar
+            return _number(value.item())
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class Agent(ABC):

@@ -1,7 +1,21 @@
 """Replay buffer of transitions, preallocated numpy arrays; checkpointable with its RNG."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
 class ReplayBuffer:
@@ -15,6 +29,13 @@ class ReplayBuffer:
     def __init__(self, obs_dim: int, action_dim: int, capacity: int, seed: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        # numpy reserves the arrays lazily, so a capacity no machine can hold would only fail (or be killed)
+        # once the buffer fills up: refuse it now, with the numbers
+        needed, ram = self.nbytes(obs_dim, action_dim, capacity), physical_memory()
+        if ram is not None and needed > ram:
+            raise ValueError(f"buffer_capacity {capacity:,} would need {_gb(needed)} of memory ({obs_dim} observation "
+                             f"and {action_dim} action entries per transition, float32), more than this machine's "
+                             f"{_gb(ram)}: lower buffer_capacity (a run never stores more than its steps)")
         self.obs_dim, self.action_dim, self.capacity = int(obs_dim), int(action_dim), int(capacity)
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
@@ -32,15 +53,22 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
+    @staticmethod
+    def nbytes(obs_dim: int, action_dim: int, capacity: int) -> int:
+        """Memory of a full buffer: obs and next_obs, action and reward in float32, three flags per transition."""
+        return int(capacity) * (4 * (2 * int(obs_dim) + int(action_dim) + 1) + 3)
+
     def add(self, obs, action, reward: float, next_obs, terminated: bool, truncated: bool) -> None:
         """Store one transition; the next one starts a new episode when this one ends it."""
         obs = np.asarray(obs, dtype=np.float32).reshape(-1)
         next_obs = np.asarray(next_obs, dtype=np.float32).reshape(-1)
         action = np.asarray(action, dtype=np.float32).reshape(-1)
-        if obs.shape[0] != self.obs_dim or next_obs.shape[0] != self.obs_dim:
-            raise ValueError(f"observation has {obs.shape[0]} entries, the buffer stores {self.obs_dim}")
-        if action.shape[0] != self.action_dim:
-            raise ValueError(f"action has {action.shape[0]} entries, the buffer stores {self.action_dim}")
+        for name, array, size in (("obs", obs, self.obs_dim), ("next_obs", next_obs, self.obs_dim),
+                                  ("action", action, self.action_dim)):
+            if array.shape[0] != size:
+                kind = "action" if name == "action" else "observation"
+                raise ValueError(f"{name} of transition {self.total + 1}: the {kind} has {array.shape[0]} entries, "
+                                 f"the buffer stores {size} (the env's {kind} space)")
         i = self.pos
         self.obs[i], self.action[i], self.reward[i], self.next_obs[i] = obs, action, reward, next_obs
         self.terminated[i], self.truncated[i] = terminated, truncated

@@ -1,7 +1,8 @@
 """``make_env``: one entry point for Gymnasium ids, DeepMind Control tasks and our own envs.
 
 Every env it returns has actions in [-1, 1], flat float32 observations, optional action
-repeat, a seed that the first ``reset()`` uses, and a check that observations stay finite.
+repeat, a seed that the first ``reset()`` uses, and a check that observations and rewards stay
+finite (and that a reward is one number).
 """
 from __future__ import annotations
 
@@ -14,10 +15,25 @@ from gymnasium import spaces
 
 import modelrl.envs.cartpole  # noqa: F401  (registers CartPoleSwingUp-v0 with gymnasium)
 from modelrl.envs.dmc import DMC_PREFIX, DMCEnv, dmc_task_ids, parse_dmc_id
+from modelrl.types import NonFiniteError
 
 
-class NonFiniteObservationError(RuntimeError):
+class NonFiniteObservationError(NonFiniteError):
     """An environment produced an observation containing NaN or inf."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, what="observation")
+
+
+class NonFiniteRewardError(NonFiniteError):
+    """An environment returned a NaN or infinite reward."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, what="reward")
+
+
+class EnvContractError(RuntimeError):
+    """An environment broke the Gymnasium contract the run loop relies on (a reward that is not one number)."""
 
 
 class NormalizeAction(gymnasium.ActionWrapper):
@@ -77,7 +93,9 @@ class FlattenFloat32Observation(gymnasium.ObservationWrapper):
 
 
 class CheckFinite(gymnasium.Wrapper):
-    """Raise ``NonFiniteObservationError`` naming the env and step when an observation is not finite."""
+    """Raise ``NonFiniteObservationError`` (``NonFiniteRewardError``) naming the env and step when an observation
+    (a reward) is not finite, and ``EnvContractError`` when a reward is not one number (an array, None, text):
+    stopped at the env's boundary, the fault is named where it arose, not inside a model fit steps later."""
 
     def __init__(self, env: gymnasium.Env, env_id: str) -> None:
         super().__init__(env)
@@ -101,7 +119,19 @@ class CheckFinite(gymnasium.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._t += 1
         self._check(obs, f"at step {self._t} after reset")
+        self._check_reward(reward)
         return obs, reward, terminated, truncated, info
+
+    def _check_reward(self, reward: Any) -> None:
+        number = isinstance(reward, (int, float, np.integer, np.floating)) and not isinstance(reward, bool)
+        scalar = number or (isinstance(reward, np.ndarray) and reward.ndim == 0 and reward.dtype.kind in "iuf")
+        if not scalar:
+            shape = f" of shape {reward.shape}" if isinstance(reward, np.ndarray) else ""
+            raise EnvContractError(
+                f"{self._env_id}: step() returned a reward of type {type(reward).__name__}{shape} at step {self._t} "
+                f"after reset ({reward!r}); a reward must be one number: return float(reward) from the env's step()")
+        if not np.isfinite(reward):
+            raise NonFiniteRewardError(f"{self._env_id}: non-finite reward {float(reward)} at step {self._t} after reset")
 
 
 class ActionRepeat(gymnasium.Wrapper):
@@ -153,6 +183,19 @@ def _unknown_id_error(env_id: str) -> ValueError:
     )
 
 
+def _module_error(env_id: str, err: ModuleNotFoundError) -> ValueError:
+    """``module:Id`` whose module (or a module it imports) cannot be found: say which, and where to put it."""
+    module = env_id.split(":", 1)[0]
+    cause = err.__cause__ if isinstance(err.__cause__, ModuleNotFoundError) else err  # gymnasium wraps the original
+    missing = cause.name or module
+    if missing.split(".")[0] == module.split(".")[0]:
+        return ValueError(f"environment {env_id!r}: the module {module!r} could not be imported (no module named "
+                          f"{missing!r}): put the folder that holds it on PYTHONPATH (PYTHONPATH=DIR modelrl ...) "
+                          f"or install it")
+    return ValueError(f"environment {env_id!r}: importing the module {module!r} failed because it needs "
+                      f"{missing!r}, which is not installed")
+
+
 def make_env(
     env_id: str,
     seed: int | None = None,
@@ -178,7 +221,12 @@ def make_env(
             raise _unknown_id_error(env_id)
         if render_mode is not None:
             env_kwargs["render_mode"] = render_mode
-        env = gymnasium.make(env_id, **env_kwargs)
+        try:
+            env = gymnasium.make(env_id, **env_kwargs)
+        except ModuleNotFoundError as err:
+            raise _module_error(env_id, err) from err
+        except gymnasium.error.Error as err:  # "module:Id": the module was imported but registers no such id
+            raise ValueError(f"environment {env_id!r}: {err}") from err
     env = NormalizeAction(env)
     env = FlattenFloat32Observation(env)
     env = CheckFinite(env, env_id)

@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from modelrl.agents import agent_classes, build_config
 from modelrl.envs import make_env
 from modelrl.models.diagnostics import k_step_error, one_step_error, predicted_trajectory
 from modelrl.runner.checkpoint import load_checkpoint
+from modelrl.runner.rundir import atomic_write_text, read_run_config
 
 
 def load_agent(run_dir: str | Path, device: str | None = None):
@@ -23,16 +23,21 @@ def load_agent(run_dir: str | Path, device: str | None = None):
 
     ``device`` (default ``auto``) need not be the one it trained on: a CUDA run loads on a CPU machine
     and the other way round."""
+    from modelrl.runner.train import check_train_config
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    train = saved["train"]
-    config_cls, agent_cls = agent_classes(train["algo"])
-    env = make_env(train["env"], seed=train["seed"], action_repeat=train.get("action_repeat", 1))
-    device = device or "auto"
-    agent = agent_cls(env, build_config(config_cls, None, **saved["agent"]), seed=train["seed"], device=device)
-    agent.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "latest.pt")["agent"])
+    saved = read_run_config(run_dir)
+    where = str(run_dir / "config.yaml")
+    train = check_train_config(saved["train"], where)
+    config_cls, agent_cls = agent_classes(train.algo)
+    try:
+        config = build_config(config_cls, None, **saved["agent"])
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")  # a damaged one falls back on the previous
+    env = make_env(train.env, seed=train.seed, action_repeat=train.action_repeat or 1)
+    agent = agent_cls(env, config, seed=train.seed, device=device or "auto")
+    agent.load_state_dict(ckpt["agent"])
     env.close()
     return agent, saved
 
@@ -74,7 +79,7 @@ def diagnose(run_dir: str | Path, episodes: int = 5, k: int = 30, seed: int = 12
     result = {"episodes": episodes, "transitions": int(obs.shape[0]), "one_step_mse": one["mse"],
               "one_step_normalized_mse": one["normalized_mse"], "one_step_rmse_per_dim": one["rmse_per_dim"].tolist(),
               "k_step_mse": ks.tolist()}
-    (run_dir / "diagnostics.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(run_dir / "diagnostics.json", json.dumps(result, indent=2))
     horizon = min(50, len(data[0][1]))
     pred = predicted_trajectory(model, data[0][0][0], data[0][1][:horizon])
     _plot(run_dir / "plots" / "diagnostics.png", data[0][0][: horizon + 1], pred, ks, saved["train"]["env"])

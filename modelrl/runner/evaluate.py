@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from modelrl.runner.rundir import atomic_write_text, read_run_config
+from modelrl.types import NonFiniteError
+
 GIF_MAX_WIDTH = 320  # GIFs are for a quick look in a browser or a README: small and light
 GIF_MAX_FPS = 25
 
@@ -46,7 +49,7 @@ def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, rend
     frames = [_frame(env)] if render else []
     total, steps, done = 0.0, 0, False
     while not done and (max_steps is None or steps < max_steps):
-        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        obs, reward, terminated, truncated, _ = env.step(_finite(policy(obs), steps))
         total += float(reward)
         steps += 1
         done = terminated or truncated
@@ -79,6 +82,7 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
             actions = None
         if actions is not None:
             while running.size:
+                _finite(actions, int(lengths[running].max()))
                 done = np.zeros(running.size, dtype=bool)
                 for row, i in enumerate(running):
                     o, r, term, trunc, _ = envs[i].step(actions[row])
@@ -100,6 +104,15 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
         agent.reset()
         out.append(run_episode(env, lambda o: agent.act(o, eval=True), sd, i < render, max_steps))
     return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
+
+
+def _finite(action: np.ndarray, steps: int) -> np.ndarray:
+    """``action`` if every entry is finite; else ``NonFiniteError`` (a NaN action would reach the env and come back
+    as a NaN observation, blamed on the env)."""
+    if not np.all(np.isfinite(action)):
+        raise NonFiniteError(f"the agent's evaluation action at step {steps + 1} of an episode is not finite "
+                             f"({np.asarray(action).tolist()})", what="action")
+    return action
 
 
 def _frame(env) -> np.ndarray:
@@ -154,17 +167,6 @@ def _shrink(frame: np.ndarray, max_width: int) -> np.ndarray:
     return frame[::factor, ::factor] if factor > 1 else frame
 
 
-def _check_train_run(run_dir: Path) -> None:
-    import yaml
-
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    if "train" not in saved:
-        raise ValueError(f"{run_dir} is not a training run (no train: section in config.yaml; "
-                         f"`modelrl plan` runs have no agent to evaluate)")
-
-
 def evaluate_run(
     run_dir: str | Path,
     episodes: int = 10,
@@ -187,7 +189,7 @@ def evaluate_run(
     if video and video_episodes < 1:
         raise ValueError(f"video_episodes must be >= 1, got {video_episodes}")
     run_dir = Path(run_dir)
-    _check_train_run(run_dir)
+    read_run_config(run_dir)  # not a run, a planning run, a broken config.yaml: one clear line before anything runs
     if video:
         configure_offscreen_gl()
     import torch
@@ -231,5 +233,5 @@ def evaluate_run(
         "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
         "seconds": round(time.perf_counter() - t0, 3), "videos": videos,
     }
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
     return result

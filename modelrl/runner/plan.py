@@ -13,7 +13,8 @@ import torch
 from modelrl.device import resolve_device
 from modelrl.envs import make_env, true_dynamics
 from modelrl.planners import make_planner
-from modelrl.runner.rundir import MetricsWriter, create_run_dir, default_run_dir, progress_bar, save_config
+from modelrl.runner.rundir import (MetricsWriter, atomic_write_text, create_run_dir, default_run_dir, progress_bar,
+                                   save_config)
 
 # Settings per (planner, env) that differ from the planners' own defaults, each measured by
 # benchmarks/planners.py (docs/benchmarks.md). Anything given on the command line wins.
@@ -72,6 +73,9 @@ def run_plan(
     if threads is not None:
         torch.set_num_threads(threads)  # small batched ops: one thread avoids sync overhead
     kwargs = resolved_planner_kwargs(planner, env_id, planner_kwargs or {})
+    bad = [f"{k}={v}" for k, v in kwargs.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"planner settings must be finite numbers, got {', '.join(bad)}")
     env = make_env(env_id, seed=seed)
     dynamics = true_dynamics(env_id)
     agent = make_planner(planner, dynamics, env.action_space, seed=seed, device=resolve_device(device), **kwargs)
@@ -124,7 +128,7 @@ def run_plan(
         summary = {"planner": planner, "env": env_id, "mean_return": result.mean_return,
                    "std_return": float(np.std(result.returns)), "returns": result.returns,
                    "ms_per_action": float(np.mean(result.ms_per_action)), "planner_kwargs": kwargs}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plot_plan(run_dir / "plots" / "returns.png", step_rewards, f"{planner} on {env_id}")
     return result
 

@@ -8,13 +8,14 @@ each curve is interpolated onto a common grid over the range all seeds of a grou
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
-import yaml
+
+from modelrl.runner.rundir import ConfigError, read_metrics, read_run_config
 
 XAxis = Literal["both", "steps", "wall"]
 Band = Literal["minmax", "std", "none"]
@@ -49,7 +50,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"no such run directory: {p}")
-        if _is_train_run(p):
+        if _is_train_run(p, strict=True):
             found.append(p)
             continue
         inside = sorted(c.parent for c in p.rglob("config.yaml") if _is_train_run(c.parent))
@@ -60,19 +61,29 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _is_train_run(path: Path) -> bool:
+def _is_train_run(path: Path, strict: bool = False) -> bool:
+    """A folder with a training run's config.yaml and a metrics.csv. A broken config.yaml is an error for a run
+    named on the command line (``strict``); in a folder searched for runs, it is skipped with a warning."""
     if not ((path / "config.yaml").is_file() and (path / "metrics.csv").is_file()):
         return False
-    saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    return isinstance(saved, dict) and "train" in saved and "agent" in saved
+    try:
+        read_run_config(path)
+    except ConfigError as err:
+        if strict:
+            raise
+        warnings.warn(f"skipped: {err}", stacklevel=3)
+        return False
+    except ValueError:  # a planning run
+        return False
+    return True
 
 
 def load_run(path: str | Path) -> RunCurve:
-    """Read a run's ``config.yaml`` and the evaluation rows of its ``metrics.csv``."""
+    """Read a run's ``config.yaml`` and the evaluation rows of its ``metrics.csv`` (rows cut short left out)."""
     path = Path(path)
-    saved = yaml.safe_load((path / "config.yaml").read_text())
-    with open(path / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("eval_return") not in (None, "")]
+    saved = read_run_config(path)
+    _, rows, _ = read_metrics(path / "metrics.csv")
+    rows = [r for r in rows if r.get("eval_return") not in (None, "")]
     col = lambda name: np.array([float(r[name]) for r in rows], dtype=np.float64)  # noqa: E731
     return RunCurve(path, saved["train"], saved["agent"], col("env_step"), col("wall_s"), col("eval_return"))
 
@@ -180,11 +191,21 @@ def plot_runs(
     several_seeds = any(len(m) > 1 for _, m in groups)
     fig.suptitle((title or "learning curves") + (f"  ({spread})" if spread and several_seeds else ""), fontsize=11)
     fig.tight_layout()
-    out = Path(out)
+    out = plot_file(out, "learning_curve.png" if len(runs) == 1 else "learning_curves.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_file(out: str | Path, name: str) -> Path:
+    """Where a plot asked for at ``out`` is written: inside ``out`` as ``name`` when it is a directory (or ends
+    with a slash), with ``.png`` added when it has no suffix (matplotlib would add it without saying so)."""
+    text = str(out)
+    out = Path(out)
+    if out.is_dir() or text.endswith(("/", "\\")):
+        return out / name
+    return out if out.suffix else out.with_name(out.name + ".png")
 
 
 def write_learning_curve(run_dir: str | Path) -> Path | None:

@@ -1,12 +1,21 @@
-"""Run directories: where a run's config, metrics, plots and checkpoints go."""
+"""Run directories: where a run's config, metrics, plots and checkpoints go.
+
+Every file here is written atomically (``atomic_write``: a temporary file, flushed and synced, then renamed),
+so a crash leaves the previous version and never half a file, and a full disk is reported as such. Files
+read back (``config.yaml``, ``--config`` files, ``metrics.csv``) are checked, so a broken or hand-edited
+one gives one clear line naming it.
+"""
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
+import io
 import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 import yaml
 
@@ -20,6 +29,181 @@ def default_run_dir(algo: str, env_id: str, seed: int, root: str | Path = "runs"
 
 class RunDirError(ValueError):
     """A run directory that cannot be written: it holds another run, or another process is using it."""
+
+
+class ConfigError(ValueError):
+    """A config file (a run's ``config.yaml``, a ``--config`` file) that cannot be used: missing, empty, not
+    valid YAML, or not laid out as ``train:`` and ``agent:`` sections."""
+
+
+class DiskFullError(OSError):
+    """A run's file could not be written because its disk (or quota) is full. The message says how much the file
+    needs and how much is free; the previous version of the file is intact."""
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 5e4 else "under 0.1 MB"
+
+
+def _is_disk_full(err: BaseException, path: Path, needed: int) -> bool:
+    """ENOSPC or EDQUOT anywhere in the exception chain; or torch's zip writer failing to write (its
+    ``inline_container`` RuntimeError carries no errno) while the free space is short of what the file needs."""
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, OSError) and node.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(node, RuntimeError) and "PytorchStreamWriter failed writing" in str(node):
+            return _free_bytes(path) < needed
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], needed: Callable[[], int] | int = 0,
+                 previous: str | Path | None = None) -> None:
+    """Write ``path`` through ``write(f)`` into ``<path>.tmp`` (opened ``w+b``), flush and sync it to disk, then
+    rename it over ``path``: a crash leaves the old file, never half a new one. ``previous``: the old file is
+    first moved there (a checkpoint keeps its predecessor). Whatever fails, no ``.tmp`` file stays behind; a
+    full disk raises ``DiskFullError`` with ``needed`` (bytes, or a function giving them) and the free space.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w+b") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception):
+            size = max(needed() if callable(needed) else needed, written)
+            if _is_disk_full(err, path, size):
+                raise DiskFullError(f"the disk is full: {path} could not be written; it needs about {_size(size)} "
+                                    f"and {_size(_free_bytes(path))} are free at {path.parent}. Free some space "
+                                    f"(the previous {path.name}, if any, is intact)") from err
+        raise
+    try:  # the rename itself survives a power cut only once the directory is synced
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``atomic_write`` of a text file (UTF-8)."""
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data), len(data))
+
+
+def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A config YAML with ``train:`` and/or ``agent:`` sections (a run's ``config.yaml``, a ``--config`` file),
+    each a mapping. Missing, empty, truncated or invalid files, and other layouts, are a ``ConfigError`` of one
+    line that names the file (with the line and column of a YAML error)."""
+    path = Path(path)
+    return _sections(path, _yaml_mapping(path))
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """A training run's ``config.yaml``, checked as ``load_yaml_config`` does, with both sections there. A
+    directory without the file is a FileNotFoundError; a planning run's (no ``train:``) a ValueError."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    data = _yaml_mapping(path)
+    if "train" not in data and "command" in data:
+        raise ValueError(f"{run_dir} is not a training run (no train: section in config.yaml; `modelrl plan` runs "
+                         f"have no agent to evaluate)")
+    missing = [f"{name}:" for name in ("train", "agent") if name not in data]
+    if missing:
+        raise ConfigError(f"{path} has no {' and no '.join(missing)} section (a run's config.yaml has both: cut "
+                          f"short or edited?)")
+    return _sections(path, data)
+
+
+def _yaml_mapping(path: Path) -> dict[Any, Any]:
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} cannot be read ({err})") from err
+    if not text.strip():
+        raise ConfigError(f"{path} is empty (a config file has train: and agent: sections; a run's config.yaml "
+                          f"lists every setting of the run)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML ({problem}{where}): fix it by hand (a file cut short has "
+                          f"lost its last lines)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file has the sections train: and agent:, found a "
+                          f"{type(data).__name__} ({str(data)[:60]!r})")
+    return data
+
+
+def _sections(path: Path, data: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    extra = sorted(map(str, set(data) - {"train", "agent"}))
+    if extra:
+        raise ConfigError(f"{path}: a config file has the sections train: and agent: only (found {', '.join(extra)})")
+    for section in ("train", "agent"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: the {section}: section must hold field: value lines, found {data[section]!r}")
+    return {k: dict(v or {}) for k, v in data.items()}
+
+
+def read_metrics(path: str | Path) -> tuple[list[str], list[dict[str, str]], int]:
+    """The columns and the complete rows of a ``metrics.csv``, and how many rows were left out as incomplete:
+    the last one when the file ends mid-row, any with fewer or more cells than the header, or without a numeric
+    ``env_step``. Such rows come from a copy cut short or a hand edit; kept, they would put blank cells or a
+    wrong step into the curves (a resumed run logs them again)."""
+    path = Path(path)
+    if not path.exists():
+        return [], [], 0
+    text = path.read_text(errors="replace")
+    cut = not text.endswith("\n")
+    lines = list(csv.reader(io.StringIO(text)))
+    dropped = 1 if cut and len(lines) > 1 else 0
+    if cut:
+        lines = lines[:-1]
+    if not lines:
+        return [], [], dropped
+    header, rows = lines[0], []
+    for cells in lines[1:]:
+        row = dict(zip(header, cells))
+        if len(cells) != len(header) or not _is_number(row.get("env_step", "")):
+            dropped += 1
+            continue
+        rows.append(row)
+    return header, rows, dropped
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 LOCK_NAME = ".lock"
@@ -112,9 +296,8 @@ def _plain(value: Any) -> Any:
 
 
 def save_config(path: str | Path, config: Any) -> None:
-    """Write the resolved config (a dataclass or a dict) as ``config.yaml``."""
-    with open(Path(path) / "config.yaml", "w") as f:
-        yaml.safe_dump(_plain(config), f, sort_keys=False)
+    """Write the resolved config (a dataclass or a dict) as ``config.yaml``, atomically."""
+    atomic_write_text(Path(path) / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
 
 
 class MetricsWriter:
@@ -122,20 +305,18 @@ class MetricsWriter:
 
     The file is rewritten atomically after each row (runs log at most thousands of rows), so a
     crash never leaves half a row. ``keep_until`` reloads an existing file and drops the rows
-    logged after that env step: what a resumed run does with rows newer than its checkpoint.
+    logged after that env step: what a resumed run does with rows newer than its checkpoint
+    (incomplete rows are dropped too, see ``read_metrics``).
     """
 
     def __init__(self, path: str | Path, columns: Iterable[str], keep_until: int | None = None) -> None:
         self.path = Path(path) / "metrics.csv"
         self.columns = list(columns)
         self.rows: list[dict[str, Any]] = []
-        if keep_until is not None and self.path.exists():
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                for name in reader.fieldnames or []:
-                    if name not in self.columns:
-                        self.columns.append(name)
-                self.rows = [r for r in reader if float(r.get("env_step") or 0) <= keep_until]
+        if keep_until is not None:
+            found, rows, _ = read_metrics(self.path)
+            self.columns += [name for name in found if name not in self.columns]
+            self.rows = [r for r in rows if float(r["env_step"]) <= keep_until]
         self._flush()
 
     def write(self, row: dict[str, Any]) -> None:
@@ -144,13 +325,12 @@ class MetricsWriter:
         self._flush()
 
     def _flush(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            for r in self.rows:
-                writer.writerow({k: r.get(k, "") for k in self.columns})
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: r.get(k, "") for k in self.columns})
+        atomic_write_text(self.path, text.getvalue())
 
     def close(self) -> None:
         """Nothing to release: every row is already on disk."""

@@ -225,9 +225,17 @@ def run_sweep(
 
     config_cls, _ = agent_classes(algo)
     fixed_agent = {k: v for k, v in fixed.items() if k not in _LOOP_FIELDS}
+    from modelrl.runner.train import check_train_config
+
+    loop = {"algo": algo, "env": env, "steps": steps, "preset": preset, "eval_every": eval_every,
+            "eval_episodes": eval_episodes, **{k: v for k, v in fixed.items() if k in _LOOP_FIELDS}}
+    build_config(config_cls, preset, **fixed_agent)
+    check_train_config(loop)
     for name, values in grid.items():  # a value the config rejects fails now, not in every trial
-        if name not in _LOOP_FIELDS:
-            for v in values:
+        for v in values:
+            if name in _LOOP_FIELDS:
+                check_train_config({**loop, name: v})
+            else:
                 build_config(config_cls, preset, **{**fixed_agent, name: v})
     make_env(env).close()  # an unknown env id lists close matches now
     if steps < 1 or samples < 1 or cpus_per_trial <= 0:

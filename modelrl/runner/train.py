@@ -3,28 +3,36 @@
 Checkpoints are written at episode boundaries (agent, optimisers, replay buffer, counters, the
 env's and the loop's RNG states), so ``resume`` continues exactly as if never stopped: the
 metrics of a resumed run equal those of an uninterrupted one with the same seed.
+
+Every config source passes ``check_train_config`` and ``agents.build_config`` (types, NaN, unknown
+names) before a directory is made; a NaN or inf at the loop's boundaries (the env's observation or
+reward, the agent's action, an update's losses) stops the run with what, where and why.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import yaml
 
-from modelrl.agents import agent_classes, build_config
+from modelrl.agents import AgentConfig, agent_classes, build_config
+from modelrl.agents.base import check_fields
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env
-from modelrl.envs.make import NonFiniteObservationError
-from modelrl.runner.checkpoint import (env_rng_state, global_rng_state, load_checkpoint, save_checkpoint,
-                                       set_env_rng_state, set_global_rng_state)
+from modelrl.envs.make import EnvContractError
+from modelrl.runner.checkpoint import (CheckpointError, env_rng_state, global_rng_state, load_checkpoint,
+                                       previous_checkpoint, read_checkpoint, save_checkpoint, set_env_rng_state,
+                                       set_global_rng_state)
 from modelrl.runner.evaluate import run_episodes
 from modelrl.runner.experts import attach_run_resources
-from modelrl.runner.rundir import (LOCK_NAME, MetricsWriter, RunDirError, RunLock, create_run_dir, default_run_dir,
-                                   progress_bar, save_config)
+from modelrl.runner.rundir import (LOCK_NAME, DiskFullError, MetricsWriter, RunDirError, RunLock, create_run_dir,
+                                   default_run_dir, progress_bar, read_metrics, read_run_config, save_config)
+from modelrl.types import NonFiniteError
 
 
 @dataclasses.dataclass
@@ -52,7 +60,47 @@ class TrainConfig:
 
 
 class TrainingError(RuntimeError):
-    """Training stopped on bad data; the message names the step and the checkpoint to resume from."""
+    """Training stopped on bad data; the message names what went wrong, the env step, the likely cause, and
+    whether resuming from the last checkpoint can help."""
+
+
+def check_train_config(values: TrainConfig | Mapping[str, Any], where: str | None = None) -> TrainConfig:
+    """A ``TrainConfig`` from any source (the Python API, flags, a ``--config`` file, a run's config.yaml), checked
+    once: field names and types (``agents.base.check_fields``: unknown names with the closest valid one, NaN
+    refused, numbers written as text read), then the ranges the loop needs. ``where`` (a file) prefixes errors."""
+    if isinstance(values, TrainConfig):
+        values = dataclasses.asdict(values)
+    checked = check_fields(TrainConfig, values, where)
+    prefix = f"{where}: " if where else ""
+    missing = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.default is dataclasses.MISSING and f.name not in checked]
+    if missing:
+        raise ValueError(f"{prefix}missing field(s) {', '.join(missing)}")
+    cfg = TrainConfig(**checked)
+    problems = []
+    if cfg.steps < 1:
+        problems.append(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.eval_every < 1 or cfg.eval_episodes < 1:
+        problems.append(f"eval_every and eval_episodes must be >= 1, got {cfg.eval_every} and {cfg.eval_episodes}")
+    if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
+        problems.append(f"checkpoint_every must be >= 1 (or left out: eval_every), got {cfg.checkpoint_every}")
+    if not 0 <= cfg.seed < 2**32:
+        problems.append(f"seed must be in [0, 2^32), got {cfg.seed}")
+    if cfg.buffer_capacity < 1:
+        problems.append(f"buffer_capacity must be >= 1, got {cfg.buffer_capacity}")
+    for name in ("action_repeat", "threads"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1 (or left out), got {getattr(cfg, name)}")
+    if problems:
+        raise ValueError(prefix + "; ".join(problems))
+    return cfg
+
+
+class NonFiniteLoss(NonFiniteError):
+    """An update returned a NaN or infinite loss (or other measurement)."""
+
+    def __init__(self, message: str, step: int | None) -> None:
+        super().__init__(message, what="loss", step=step)
 
 
 def evaluate(agent, env_id: str | list, episodes: int, seed: int, action_repeat: int = 1,
@@ -88,23 +136,41 @@ class LossMeter:
         self.counts: dict[str, int] = {}
         self.last: dict[str, float] = {}
 
-    def add(self, out: dict) -> None:
+    def add(self, out: dict, step: int | None = None) -> None:
+        """One update's output (after env step ``step``). A NaN or inf in a loss (a tensor) raises ``NonFiniteLoss``
+        at once where that costs nothing (one-element CPU tensors); other tensors are checked when the row is
+        read or a checkpoint written, so a GPU never waits for it."""
         for k, v in out.items():
             if isinstance(v, torch.Tensor):
                 v = v.detach().float()
+                if v.device.type == "cpu" and v.numel() == 1 and not math.isfinite(v.item()):
+                    raise NonFiniteLoss(f"the agent's {k} is {v.item()} after its update at env step {step}", step)
                 self.sums[k] = v if k not in self.sums else self.sums[k] + v
                 self.counts[k] = self.counts.get(k, 0) + 1
             else:
                 self.last[k] = float(v)
 
-    def row(self) -> dict[str, float]:
+    def non_finite_state(self) -> str:
+        """The plain values (model fit statistics, counters) that are NaN or inf, as ``name = value`` text."""
+        return ", ".join(f"{k} = {v}" for k, v in self.last.items() if not math.isfinite(v))
+
+    def check(self, step: int | None = None) -> None:
+        """Raise ``NonFiniteLoss`` when an update since the last row gave a NaN or inf (it stays in the sum)."""
+        for k, v in self.sums.items():
+            if not bool(torch.isfinite(v).all()):
+                raise NonFiniteLoss(f"the agent's {k} was not finite ({v.mean().item()}) in an update since the last "
+                                    f"logged row, at or before env step {step}", step)
+
+    def row(self, step: int | None = None) -> dict[str, float]:
         """The row's values, and a fresh start for the next row."""
+        self.check(step)
         out = dict(self.last)
         out.update({k: float(v) / self.counts[k] for k, v in self.sums.items()})
         self.sums, self.counts, self.last = {}, {}, {}
         return out
 
-    def state_dict(self) -> dict:
+    def state_dict(self, step: int | None = None) -> dict:
+        self.check(step)  # never checkpoint a diverged agent over the last good one
         return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts), "last": dict(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -130,24 +196,19 @@ def train(
     The run directory is owned: a new run refuses one that already holds files (``--resume`` continues
     a run), and a lock (``runner.rundir.RunLock``) keeps a second process out while this one writes.
     """
+    agent_config = None
     if resume is not None:
         target = Path(resume)
         if not (target / "config.yaml").is_file():
             raise FileNotFoundError(f"{target} is not a run directory (no config.yaml): nothing to resume")
-    else:
-        if cfg.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {cfg.steps}")
-        if cfg.eval_every < 1 or cfg.eval_episodes < 1:
-            raise ValueError("eval_every and eval_episodes must be >= 1")
-        if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1 (or left out: eval_every), got {cfg.checkpoint_every}")
-        if not 0 <= cfg.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2^32), got {cfg.seed}")
+    else:  # every setting checked before a directory is made
+        cfg = check_train_config(cfg)
+        agent_config = build_config(agent_classes(cfg.algo)[0], cfg.preset, cfg.env, **(overrides or {}))
         target = Path(out) if out is not None else default_run_dir(cfg.algo, cfg.env, cfg.seed)
     existed, had_lock = target.exists(), (target / LOCK_NAME).exists()
     try:
         with RunLock(target):
-            return _train(cfg, overrides, target, resume is not None, progress, on_step, device, steps)
+            return _train(cfg, agent_config, target, resume is not None, progress, on_step, device, steps)
     except BaseException as err:
         # refused, or failed before writing anything: leave the directory as it was found
         if not (isinstance(err, RunDirError) and "in use" in str(err)) and target.is_dir():
@@ -158,18 +219,20 @@ def train(
         raise
 
 
-def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Path, resuming: bool, progress: bool,
+def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Path, resuming: bool, progress: bool,
            on_step: Callable[[int], None] | None, device: str | None, steps: int | None):
-    """``train`` inside the run directory's lock."""
+    """``train`` inside the run directory's lock (``cfg`` and ``agent_config`` checked already for a new run)."""
     resume = target if resuming else None
     if resume is not None:
         run_dir = Path(resume)
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = TrainConfig(**saved["train"])
-        overrides = saved["agent"]
-        ckpt_path = run_dir / "checkpoints" / "latest.pt"
-        # stopped before its first checkpoint: start over in the same directory (imitation keeps its labels)
-        ckpt = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        saved = read_run_config(run_dir)
+        where = str(run_dir / "config.yaml")
+        cfg = check_train_config(saved["train"], where)
+        try:  # config.yaml holds every resolved field
+            agent_config = build_config(agent_classes(cfg.algo)[0], None, **saved["agent"])
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        ckpt = _resume_checkpoint(run_dir)
         if steps is not None and steps != cfg.steps:  # extend (or shorten, not below the checkpoint) the run
             done = ckpt["step"] if ckpt is not None else 0
             if steps < max(done, 1):
@@ -184,10 +247,6 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     config_cls, agent_cls = agent_classes(cfg.algo)
-    if resume is None:
-        agent_config = build_config(config_cls, cfg.preset, cfg.env, **(overrides or {}))
-    else:  # config.yaml holds every resolved field
-        agent_config = build_config(config_cls, None, **(overrides or {}))
     if cfg.action_repeat is None:
         cfg = dataclasses.replace(cfg, action_repeat=config_cls.default_action_repeat(cfg.env))
     env = make_env(cfg.env, seed=cfg.seed, action_repeat=cfg.action_repeat)
@@ -229,20 +288,28 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
     t0 = time.perf_counter() - wall0
     c0 = time.process_time() - cpu0
 
+    last_ckpt = step if ckpt is not None else None
+
     def checkpoint() -> None:
+        nonlocal last_ckpt
+        losses = meter.state_dict(step)  # checked first: a diverged agent never replaces the last good checkpoint
         save_checkpoint(run_dir / "checkpoints" / "latest.pt", {
             "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": global_rng_state(),
             "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
             "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
             "wall_s": time.perf_counter() - t0, "eval_s": eval_s, "cpu_s": time.process_time() - c0,
-            "eval_cpu_s": eval_cpu_s, "losses": meter.state_dict()})
+            "eval_cpu_s": eval_cpu_s, "losses": losses, "metrics_rows": len(metrics.rows)})
+        last_ckpt = step
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
         nonlocal eval_s, eval_cpu_s, envs_for_eval
         t_eval, c_eval = time.perf_counter(), time.process_time()
         if envs_for_eval is None:
             envs_for_eval = eval_envs(cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
-        returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+        try:
+            returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"{err} (in the evaluation at env step {step})", what=err.what, step=step) from err
         eval_s += time.perf_counter() - t_eval
         eval_cpu_s += time.process_time() - c_eval
         wall = time.perf_counter() - t0
@@ -271,19 +338,29 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
                     action = explore_rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
                 else:
                     action = agent.act(obs)
+                    if not np.all(np.isfinite(action)):
+                        meter.check(step)  # a loss that went NaN first is the better diagnosis
+                        state = meter.non_finite_state()
+                        raise NonFiniteError(f"the agent's action at env step {step + 1} is not finite "
+                                             f"({np.asarray(action).tolist()})"
+                                             + (f"; its last update reported {state}" if state else ""),
+                                             what="action", step=step + 1)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
-                buffer.add(obs, action, reward, next_obs, terminated, truncated)
+                try:
+                    buffer.add(obs, action, reward, next_obs, terminated, truncated)
+                except ValueError as err:  # an env whose observations change size
+                    raise EnvContractError(f"{cfg.env}: {err}") from err
                 step += 1
                 ep_return += float(reward)
                 obs = next_obs
-                meter.add(agent.update(buffer, step))
+                meter.add(agent.update(buffer, step), step)
                 bar.advance(task)
                 if on_step is not None:
                     on_step(step)
                 if terminated or truncated or step == cfg.steps:
                     episode += 1
                     if step >= next_eval or step == cfg.steps:
-                        last_eval = log_eval(ep_return, meter.row())
+                        last_eval = log_eval(ep_return, meter.row(step))
                         next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
                     bar.update(task, description=f"{cfg.algo} on {cfg.env}: episode {episode}, "
                                                  f"return {ep_return:.1f}, eval {last_eval:.1f}")
@@ -293,9 +370,13 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
                         checkpoint()
                     obs, _ = env.reset()
                     agent.reset()
-    except NonFiniteObservationError as err:
-        raise TrainingError(f"{err} (env step {step + 1}). The run directory {run_dir} keeps its last "
-                            f"checkpoint; resume with --resume {run_dir}.") from err
+    except NonFiniteError as err:
+        raise TrainingError(_non_finite_message(err, step + 1, cfg.env, run_dir, last_ckpt)) from err
+    except EnvContractError as err:
+        raise TrainingError(f"{err} (env step {step + 1}): a bug in the environment's step(); once it is fixed, "
+                            f"{_resume_hint(run_dir, last_ckpt)}") from err
+    except DiskFullError as err:
+        raise DiskFullError(f"{err}; then {_resume_hint(run_dir, last_ckpt)}") from err
     finally:
         if tb is not None:
             tb.close()
@@ -306,6 +387,68 @@ def _train(cfg: TrainConfig | None, overrides: dict[str, Any] | None, target: Pa
 
     write_learning_curve(run_dir)
     return agent, run_dir
+
+
+def _resume_hint(run_dir: Path, last_ckpt: int | None) -> str:
+    if last_ckpt is None:
+        return f"start it again (no checkpoint was written yet; delete {run_dir} or give another --out)"
+    return f"--resume {run_dir} continues from its last checkpoint (env step {last_ckpt})"
+
+
+def _non_finite_message(err: NonFiniteError, step: int, env_id: str, run_dir: Path, last_ckpt: int | None) -> str:
+    """What went non-finite where, its likely cause, and whether resuming can help: it does once a broken env
+    is fixed; it cannot for a diverged agent, whose resumed run repeats the same updates from the same state."""
+    what = f"{err} (env step {step})" if err.step is None else str(err)  # errors with a step say where already
+    if err.what in ("observation", "reward"):
+        return (f"{what}. Likely cause: the environment {env_id} itself (a simulator that blew up, or a bug in its "
+                f"step()). Once it is fixed, {_resume_hint(run_dir, last_ckpt)}.")
+    cause = ("a diverging model or networks (too high a learning rate, exploding values) or a NaN/inf in the "
+             "agent's config")
+    return (f"non-finite {err.what}: {what}. Likely cause: {cause}. Resuming would repeat the same updates from "
+            f"the last checkpoint and fail again: change the settings (e.g. lower the learning rates, another "
+            f"--seed) and start a new run with another --out; {run_dir} keeps its metrics and checkpoint.")
+
+
+def _resume_checkpoint(run_dir: Path) -> dict | None:
+    """The checkpoint a resume continues from, checked against ``metrics.csv``.
+
+    A damaged ``latest.pt`` falls back on ``latest.prev.pt`` (warned; the damaged file set aside). When
+    metrics.csv lost rows that the checkpoint's run had logged (a row cut short is dropped), the previous
+    checkpoint is taken if it predates them, so the resumed loop logs them again. No checkpoint at all restarts
+    the run in place, unless metrics.csv already holds evaluations, which a restart would overwrite.
+    """
+    latest = run_dir / "checkpoints" / "latest.pt"
+    previous = previous_checkpoint(latest)
+    _, rows, dropped = read_metrics(run_dir / "metrics.csv")
+    if dropped:
+        warnings.warn(f"{run_dir / 'metrics.csv'}: dropped {dropped} incomplete row(s) (cut short or hand-edited); "
+                      f"the resumed run logs them again where its checkpoint allows", stacklevel=3)
+    if not latest.exists() and not previous.exists():
+        if rows:
+            raise CheckpointError(
+                f"{run_dir} has no checkpoint ({latest} is missing) but metrics.csv holds {len(rows)} evaluation(s), "
+                f"up to env step {rows[-1]['env_step']}: resuming would train from step 0 over them. Restore the "
+                f"checkpoint, or give the run another --out (delete metrics.csv to start this one over)")
+        return None  # stopped before its first checkpoint: start over in place (imitation keeps its labels)
+    ckpt = load_checkpoint(latest, set_aside=True)
+
+    def lost(c: dict) -> int:
+        return c.get("metrics_rows", 0) - sum(1 for r in rows if float(r["env_step"]) <= c["step"])
+
+    if lost(ckpt) > 0:
+        try:
+            earlier = read_checkpoint(previous) if previous.exists() else None
+        except CheckpointError:
+            earlier = None
+        if earlier is not None and earlier["step"] < ckpt["step"] and lost(earlier) <= 0:
+            warnings.warn(f"{run_dir / 'metrics.csv'} lost {lost(ckpt)} row(s) logged before the checkpoint at env "
+                          f"step {ckpt['step']}: resuming from the previous one (env step {earlier['step']}), which "
+                          f"logs them again", stacklevel=3)
+            return earlier
+        warnings.warn(f"{run_dir / 'metrics.csv'} lost {lost(ckpt)} row(s) logged before the checkpoint at env step "
+                      f"{ckpt['step']}, and no earlier checkpoint can log them again: they stay missing",
+                      stacklevel=3)
+    return ckpt
 
 
 def _tensorboard(run_dir: Path, purge_step: int | None):
