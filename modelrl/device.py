@@ -84,6 +84,12 @@ def compiled(fn, enabled: bool = True):
     if not enabled:
         return fn
     errors = _compile_errors()
+    # Each planning horizon of a schedule and each batch size of a lockstep evaluation whose episodes end at
+    # different steps is a graph of its own: dynamo's default of 8 was used up on InvertedPendulum (TD-MPC,
+    # episodic), after which new shapes ran eagerly. Raised for the process (speed only: results are the same).
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     state = {"fn": torch.compile(fn)}
 
     def call(*args, **kwargs):
