@@ -25,13 +25,13 @@ import collections
 import csv
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ROOT, RESULTS, machine, md_table, save_results, write_docs_section
+from benchmarks.tdmpc_learning import command
 from modelrl.agents.tdmpc import default_action_repeat
 
 TASKS = ["cartpole-swingup", "pendulum-swingup", "cup-catch", "finger-spin", "walker-walk", "cheetah-run"]
@@ -64,24 +64,6 @@ def finished(run: Path, agent_steps: int) -> bool:
     return bool(rows) and int(rows[-1]["env_step"]) >= agent_steps
 
 
-def command(task: str, seed: int, agent_steps: int, repeat: int, preset: str, run: Path, eval_every: int,
-            checkpoint_every: int, overrides: dict) -> list[str]:
-    """A fresh run, or a resume where the run directory exists, as a child process on one torch thread."""
-    code = ("import json, sys, torch; torch.set_num_threads(1)\n"
-            "from modelrl.runner.train import TrainConfig, train\n"
-            "a = json.loads(sys.argv[1])\n"
-            "if a['resume']:\n"
-            "    train(None, resume=a['out'], progress=False)\n"
-            "else:\n"
-            "    train(TrainConfig('tdmpc', a['env'], a['steps'], seed=a['seed'], preset=a['preset'],"
-            " eval_every=a['eval_every'], eval_episodes=10, checkpoint_every=a['checkpoint_every'],"
-            " action_repeat=a['repeat']), overrides=a['overrides'], out=a['out'], progress=False)\n")
-    arg = {"env": f"dmc:{task}", "seed": seed, "steps": agent_steps, "preset": preset, "out": str(run),
-           "eval_every": eval_every, "checkpoint_every": checkpoint_every, "repeat": repeat,
-           "overrides": overrides, "resume": (run / "config.yaml").exists()}
-    return [sys.executable, "-c", code, json.dumps(arg)]
-
-
 def run_jobs(jobs: list[tuple[str, int]], args, overrides: dict) -> None:
     """A pool of ``--jobs`` child processes over the (task, seed) jobs, longest (most agent steps) first."""
     pending = sorted(jobs, key=lambda j: -agent_steps_of(j[0], args.env_steps))
@@ -96,8 +78,8 @@ def run_jobs(jobs: list[tuple[str, int]], args, overrides: dict) -> None:
             if finished(run, steps):
                 continue
             eval_every = args.eval_every // repeat
-            cmd = command(task, seed, steps, repeat, args.preset, run, eval_every,
-                          max(1, eval_every // 4), overrides)
+            cmd = command(f"dmc:{task}", seed, steps, args.preset, run, eval_every, 10, repeat, overrides,
+                          checkpoint_every=max(1, eval_every // 4), resume=(run / "config.yaml").exists())
             print(f"[tdmpc_dmc] {'resume' if (run / 'config.yaml').exists() else 'start'} {task} seed {seed}", flush=True)
             running.append((subprocess.Popen(cmd), task, seed))
         time.sleep(5)

@@ -39,17 +39,22 @@ def slug(env_id: str) -> str:
 
 
 def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_every: int, eval_episodes: int,
-            action_repeat: int, overrides: dict) -> list[str]:
-    """One training run as a child process (one torch thread each, so seeds can run side by side)."""
+            action_repeat: int, overrides: dict, checkpoint_every: int | None = None,
+            resume: bool = False) -> list[str]:
+    """One training run as a child process (one torch thread each, so seeds can run side by side); with
+    ``resume``, the run in ``out`` continues from its last checkpoint (its config.yaml decides the rest)."""
     code = ("import json, sys, torch; torch.set_num_threads(1)\n"
             "from modelrl.runner.train import TrainConfig, train\n"
             "a = json.loads(sys.argv[1])\n"
-            "train(TrainConfig('tdmpc', a['env'], a['steps'], seed=a['seed'], preset=a['preset'],"
-            " eval_every=a['eval_every'], eval_episodes=a['eval_episodes'], action_repeat=a['action_repeat']),"
-            " overrides=a['overrides'], out=a['out'], progress=False)\n")
+            "if a['resume']:\n"
+            "    train(None, resume=a['out'], progress=False)\n"
+            "else:\n"
+            "    train(TrainConfig('tdmpc', a['env'], a['steps'], seed=a['seed'], preset=a['preset'],"
+            " eval_every=a['eval_every'], eval_episodes=a['eval_episodes'], checkpoint_every=a['checkpoint_every'],"
+            " action_repeat=a['action_repeat']), overrides=a['overrides'], out=a['out'], progress=False)\n")
     arg = json.dumps({"env": env_id, "seed": seed, "steps": steps, "preset": preset, "out": str(out),
                       "eval_every": eval_every, "eval_episodes": eval_episodes, "action_repeat": action_repeat,
-                      "overrides": overrides})
+                      "overrides": overrides, "checkpoint_every": checkpoint_every, "resume": resume})
     return [sys.executable, "-c", code, arg]
 
 
