@@ -109,6 +109,7 @@ def test_dmc_parses_underscored_domains_and_tasks() -> None:
     from modelrl.envs.dmc import parse_dmc_id
 
     assert parse_dmc_id("dmc:finger-turn_easy") == ("finger", "turn_easy")
+    assert parse_dmc_id("dmc:cup-catch") == ("ball_in_cup", "catch")  # TD-MPC's spelling
 
 
 def test_unknown_gymnasium_id_lists_close_matches() -> None:

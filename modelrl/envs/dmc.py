@@ -13,6 +13,9 @@ import numpy as np
 from gymnasium import spaces
 
 DMC_PREFIX = "dmc:"
+# Short domain names accepted beside the suite's own, as the TD-MPC code and results files spell them
+# (nicklashansen/tdmpc src/env.py maps "cup" to "ball_in_cup"; its results/cup-catch.csv).
+DOMAIN_ALIASES = {"cup": "ball_in_cup"}
 
 
 def _suite():
@@ -34,12 +37,13 @@ def parse_dmc_id(env_id: str) -> tuple[str, str]:
     """Split ``dmc:<domain>-<task>`` into (domain, task) by lookup in ``suite.ALL_TASKS``.
 
     Looking the id up, rather than splitting on a character, handles underscores in both
-    parts ("dmc:ball_in_cup-catch", "dmc:finger-turn_easy"). Unknown ids raise a ValueError
+    parts ("dmc:ball_in_cup-catch", "dmc:finger-turn_easy"); "dmc:cup-catch" is accepted as TD-MPC spells it. Unknown ids raise a ValueError
     that lists close matches, and the domain's tasks when the domain is known.
     """
     suite = _suite()
     name = env_id[len(DMC_PREFIX):] if env_id.startswith(DMC_PREFIX) else env_id
     table = {f"{d}-{t}": (d, t) for d, t in suite.ALL_TASKS}
+    table.update({f"{alias}-{t}": (d, t) for alias, d in DOMAIN_ALIASES.items() for t in suite.TASKS_BY_DOMAIN[d]})
     if name in table:
         return table[name]
     close = difflib.get_close_matches(f"{DMC_PREFIX}{name}", dmc_task_ids(), n=5, cutoff=0.5)
