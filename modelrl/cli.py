@@ -393,8 +393,8 @@ def plot_command(args: PlotArgs) -> int:
 class SweepArgs:
     """Grid or random search over config fields and seeds on Ray Tune, locally or on a cluster."""
 
-    algo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ALGO")]
-    """Algorithm to train in every trial."""
+    algo: Annotated[str | None, tyro.conf.Positional, tyro.conf.arg(metavar="ALGO")] = None
+    """Algorithm to train in every trial (not with --resume, which reads the sweep's own)."""
     env: str = "Pendulum-v1"
     steps: int = 10_000
     """Environment steps per trial."""
@@ -420,34 +420,72 @@ class SweepArgs:
     """CPUs of the local Ray (default: all of this machine's)."""
     search_seed: int = 0
     """Seed of the random draws."""
+    storage: str | None = None
+    """Where every trial's run directory is kept (Ray Tune storage): a path every cluster node sees, or a URI
+    (s3://bucket/path, gs://...). Default: the sweep directory."""
+    resume: Path | None = None
+    """Continue the sweep in this directory: finished trials are kept, unfinished ones resume from their last
+    checkpoint. Every other option but --address is the sweep's own (sweep.yaml)."""
+    retry_failed: bool = False
+    """With --resume: rerun failed trials too, from their last checkpoint."""
 
 
 def sweep_command(args: SweepArgs) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from modelrl.runner.sweep import parse_grid, parse_random, parse_seeds, run_sweep
+    from modelrl.runner.sweep import SweepError, parse_grid, parse_random, parse_seeds, run_sweep
 
     console = Console()
+    if args.resume is not None and args.algo is not None:
+        raise SweepError("--resume continues a sweep with its own algorithm and settings (sweep.yaml): "
+                         "give no ALGO with it")
+    if args.retry_failed and args.resume is None:
+        raise SweepError("--retry-failed goes with --resume SWEEP_DIR")
     fixed = {k: v[0] for k, v in parse_grid(args.fixed).items()}
     res = run_sweep(args.algo, args.env, args.steps, grid=parse_grid(args.grid), random=parse_random(args.random),
                     fixed=fixed, seeds=parse_seeds(args.seeds), samples=args.samples, preset=args.preset,
                     eval_every=args.eval_every, eval_episodes=args.eval_episodes, out=args.out,
                     address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus,
-                    search_seed=args.search_seed)  # every trial failed: a RuntimeError, status 1
-    table = Table(title=f"sweep: {args.algo} on {args.env}, {args.steps} steps (final evaluation, over seeds)")
+                    search_seed=args.search_seed, storage=args.storage, resume=args.resume,
+                    retry_failed=args.retry_failed, on_start=lambda line: console.print(line, soft_wrap=True,
+                                                                                        markup=False))
+    spec = yaml.safe_load((res.sweep_dir / "sweep.yaml").read_text())
+    table = Table(title=f"sweep: {spec['algo']} on {spec['env']}, {spec['steps']} steps (final evaluation, over seeds)")
     for col in [*res.varied, "seeds", "mean return", "std", "min", "max"]:
         table.add_column(col, justify="right")
+    shown = set()
     for row in res.summary:
-        table.add_row(*[_short(row[k]) for k in res.varied], str(row["seeds"]), f"{row['mean_return']:.1f}",
+        seeds = f"{row['seeds']}/{row['seeds_expected']}" if row["seeds"] < row["seeds_expected"] else str(row["seeds"])
+        table.add_row(*[_short(row[k]) for k in res.varied], seeds, f"{row['mean_return']:.1f}",
                       f"{row['std_return']:.1f}", f"{row['min_return']:.1f}", f"{row['max_return']:.1f}")
+        shown.add(tuple(repr(row[k]) for k in res.varied))
+    for trial in res.missing:  # a setting none of whose seeds finished still gets its line
+        key = tuple(repr(trial[k]) for k in res.varied)
+        if key not in shown:
+            shown.add(key)
+            table.add_row(*[_short(trial[k]) for k in res.varied], f"0/{len(spec['seeds'])}", "-", "-", "-", "-")
     console.print(table)
-    failed = json.loads((res.sweep_dir / "summary.json").read_text())["failed_trials"]
-    if failed:
-        console.print(f"[yellow]{len(failed)} trial(s) failed[/yellow] (summary.json lists them): {failed[0]}")
-    console.print(f"wrote {res.table} (one row per trial), {res.sweep_dir / 'summary.json'}, {res.plot}",
-                  soft_wrap=True)
+    if res.failed:
+        console.print(f"[yellow]{len(res.failed)} trial(s) failed[/yellow] (summary.json lists them): "
+                      f"{escape(res.failed[0])}", soft_wrap=True)
+    plot = f", {res.plot}" if res.plot is not None else ""
+    console.print(f"wrote {res.table} (one row per trial), {res.sweep_dir / 'summary.json'}{plot}", soft_wrap=True,
+                  markup=False)
+    if not res.complete:
+        missing = ", ".join(f"{_setting(t, res.varied)} seed {t['seed']} ({t['status']})" for t in res.missing[:6])
+        more = f" and {len(res.missing) - 6} more" if len(res.missing) > 6 else ""
+        retry = " --retry-failed" if res.failed else ""
+        console.print(f"[red]sweep incomplete:[/red] {len(res.missing)} of {len(res.rows)} trials have no result: "
+                      f"{escape(missing)}{more}. Continue it with: modelrl sweep --resume {escape(str(res.sweep_dir))}"
+                      f"{retry}", soft_wrap=True)
+        return 1
     return 0
+
+
+def _setting(trial: dict, varied: list[str]) -> str:
+    return ",".join(f"{k}={_short(trial[k])}" for k in varied) or "default"
 
 
 def _short(value) -> str:

@@ -186,12 +186,14 @@ def train(
     on_step: Callable[[int], None] | None = None,
     device: str | None = None,
     steps: int | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ):
     """Train ``cfg.algo`` on ``cfg.env``; returns (agent, run_dir). ``resume`` continues a run directory
     (``steps`` then extends it to that many env steps: ``config.yaml`` records the new length);
     ``device`` overrides ``cfg.device``; with ``resume`` it moves a run to another device than the one it
     started on (resumes are exact on one device; across devices the random streams restart, see
-    ``modelrl.device.load_generator_state``).
+    ``modelrl.device.load_generator_state``). ``on_checkpoint(step)`` runs after each checkpoint is written
+    (a sweep trial hands the run directory to Ray Tune's storage there).
 
     The run directory is owned: a new run refuses one that already holds files (``--resume`` continues
     a run), and a lock (``runner.rundir.RunLock``) keeps a second process out while this one writes.
@@ -208,7 +210,8 @@ def train(
     existed, had_lock = target.exists(), (target / LOCK_NAME).exists()
     try:
         with RunLock(target):
-            return _train(cfg, agent_config, target, resume is not None, progress, on_step, device, steps)
+            return _train(cfg, agent_config, target, resume is not None, progress, on_step, device, steps,
+                          on_checkpoint)
     except BaseException as err:
         # refused, or failed before writing anything: leave the directory as it was found
         if not (isinstance(err, RunDirError) and "in use" in str(err)) and target.is_dir():
@@ -220,7 +223,8 @@ def train(
 
 
 def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Path, resuming: bool, progress: bool,
-           on_step: Callable[[int], None] | None, device: str | None, steps: int | None):
+           on_step: Callable[[int], None] | None, device: str | None, steps: int | None,
+           on_checkpoint: Callable[[int], None] | None = None):
     """``train`` inside the run directory's lock (``cfg`` and ``agent_config`` checked already for a new run)."""
     resume = target if resuming else None
     if resume is not None:
@@ -300,6 +304,8 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
             "wall_s": time.perf_counter() - t0, "eval_s": eval_s, "cpu_s": time.process_time() - c0,
             "eval_cpu_s": eval_cpu_s, "losses": losses, "metrics_rows": len(metrics.rows)})
         last_ckpt = step
+        if on_checkpoint is not None:
+            on_checkpoint(step)
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
         nonlocal eval_s, eval_cpu_s, envs_for_eval
