@@ -1,4 +1,4 @@
-"""Protocols and small types shared by every layer (see ARCHITECTURE.md, "Contracts")."""
+"""Protocols and small types shared by every layer (the contracts between agents, models, planners and the runner)."""
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

@@ -1,4 +1,5 @@
-"""Experts that label observations with actions (MISSION.md Sec. 1): the pluggable labeller of DAgger.
+"""Experts that label observations with actions (Ross, Gordon, Bagnell 2011, "A reduction of imitation learning
+and structured prediction to no-regret online learning"): the pluggable labeller of DAgger.
 
 Three kinds behind one interface, ``label(obs) -> action[A]``:
 - ``PlannerExpert``: any planner on a known model (MPC as teacher: distil a slow planner);

@@ -1,4 +1,4 @@
-"""Imitation learning (MISSION.md Sec. 1): behaviour cloning and DAgger with a pluggable expert.
+"""Imitation learning (behaviour cloning, Pomerleau 1989; DAgger, Ross, Gordon, Bagnell 2011): behaviour cloning and DAgger with a pluggable expert.
 
 DAgger (Ross, Gordon and Bagnell 2011, Algorithm 3.1), read top to bottom:
 1. train pi_theta(a_t | o_t) on the labelled set D = {(o_1, a_1), ..., (o_N, a_N)};

@@ -1,4 +1,4 @@
-"""MBPO, model-based policy optimisation (Janner et al. 2019; MISSION.md Sec. 3).
+"""MBPO, model-based policy optimisation (Janner, Fu, Zhang, Levine, NeurIPS 2019, arXiv 1906.08253).
 
 Algorithm 2 of the paper, as the loop here runs it (``update`` is called after every env step):
 1. every ``model_train_freq`` env steps: train the probabilistic ensemble p_theta(s', r | s, a)

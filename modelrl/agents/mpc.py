@@ -1,6 +1,7 @@
-"""Model-based RL with MPC (MISSION.md Sec. 2 and 4): v0.5, v1.5 and PETS.
+"""Model-based RL with MPC: v0.5, v1.5 (the versions of Levine's CS 285 lecture "Model-based reinforcement
+learning", UC Berkeley; Nagabandi et al. 2018 for v1.5 with a neural model) and PETS (Chua et al. 2018).
 
-The loop of the notes, read top to bottom:
+The loop, read top to bottom:
 1. run a base policy (uniform random actions, ``explore_steps``) to collect D = {(s, a, s')};
 2. learn f(s, a) by minimising sum ||f(s, a) - s'||^2 (or the Gaussian likelihood of an
    ensemble), predicting the change s' - s;

@@ -1,4 +1,4 @@
-"""TD-MPC (MISSION.md Sec. 5-8; Hansen, Wang, Su, ICML 2022, arXiv 2203.04955).
+"""TD-MPC (Hansen, Wang, Su, ICML 2022, arXiv 2203.04955).
 
 Read top to bottom, as the paper's Algorithm 1:
 1. seed steps: uniform random actions fill the buffer (``explore_steps``; the run loop takes them);

@@ -319,7 +319,7 @@ class EnsembleModel(nn.Module):
 
 
 def make_model(kind: str, obs_dim: int, action_dim: int, **kwargs) -> EnsembleModel:
-    """``"mlp"``: one deterministic network trained with MSE (the v0.5 model of MISSION.md Sec. 2,
+    """``"mlp"``: one deterministic network trained with MSE (the v0.5 and v1.5 model, Nagabandi et al. 2018,
     mbrl-lib's gaussian_mlp.yaml architecture with ``deterministic``); ``"ensemble"``: the PETS
     probabilistic ensemble. Keyword arguments override the defaults of ``EnsembleModel``."""
     key = kind.lower().replace("-", "_")

@@ -12,7 +12,7 @@ from modelrl.types import Dynamics
 class RandomShooting(Planner):
     """Best of ``num_samples`` uniform sequences (plus the warm start, so it never gets worse).
 
-    The simplest MPC optimiser of the notes (Nagabandi et al. 2018 used it with a learned model).
+    The simplest MPC optimiser (Nagabandi et al. 2018 used it with a learned model).
     """
 
     def __init__(
