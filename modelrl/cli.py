@@ -309,9 +309,27 @@ def train_command(argv: list[str]) -> int:
             raise
         console.print(f"[yellow]stopped:[/yellow] {err}")
         return RUNTIME_FAULT
+    console.print(evaluation_table(run_dir, read_run_config(run_dir)["train"]["eval_episodes"]))
     console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/, "
-                  f"plots/learning_curve.png)")
+                  f"plots/learning_curve.png)", markup=False, soft_wrap=True)
     return 0
+
+
+def evaluation_table(run_dir: Path, episodes: int):
+    """The run's learning curve as a table: one row per evaluation of ``metrics.csv``."""
+    from rich.table import Table
+
+    from modelrl.runner.rundir import read_metrics
+
+    _, rows, _ = read_metrics(Path(run_dir) / "metrics.csv")
+    table = Table(title=f"evaluations ({episodes} episodes each)")
+    for col in ("env step", "eval return", "std", "last train episode", "train CPU s"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(str(int(float(row["env_step"]))), f"{float(row['eval_return']):.1f}",
+                      f"{float(row['eval_return_std']):.1f}", f"{float(row['train_return']):.1f}",
+                      f"{float(row['train_cpu_s']):.1f}")
+    return table
 
 
 @dataclasses.dataclass

@@ -211,3 +211,22 @@ def test_bench_lists_and_runs_scripts(capsys):
     assert main(["bench", "planers"]) == 2
     assert "Did you mean planners" in capsys.readouterr().out
     assert main(["bench", "planners", "--help"]) == 0  # runs python -m benchmarks.planners --help
+
+
+def test_train_ends_with_the_table_of_evaluations(runs):
+    """`modelrl train` prints the learning curve as a table (make demo shows the return going from random to
+    solved): one row per evaluation, in the order of metrics.csv."""
+    from rich.console import Console
+
+    from modelrl.cli import evaluation_table
+
+    console = Console(record=True, width=120)
+    console.print(evaluation_table(runs / "mpc" / "seed0", 1))
+    text = console.export_text()
+    rows = list(csv.DictReader(open(runs / "mpc" / "seed0" / "metrics.csv")))
+    assert "evaluations (1 episodes each)" in text and len(rows) == 2
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.count("│") > 2]
+    lines = [line for line in cells if line[0].isdigit()]
+    assert [line[0] for line in lines] == ["200", "400"]
+    for line, row in zip(lines, rows):
+        assert line[1] == f"{float(row['eval_return']):.1f}"
