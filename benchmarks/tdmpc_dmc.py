@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import ROOT, RESULTS, machine, md_table, save_results, write_docs_section
-from benchmarks.tdmpc_learning import command
+from benchmarks.tdmpc_learning import command, curve
 from modelrl.agents.tdmpc import default_action_repeat
 
 TASKS = ["cartpole-swingup", "pendulum-swingup", "cup-catch", "finger-spin", "walker-walk", "cheetah-run"]
@@ -59,9 +59,9 @@ def rows_of(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def finished(run: Path, agent_steps: int) -> bool:
-    rows = rows_of(run)
-    return bool(rows) and int(rows[-1]["env_step"]) >= agent_steps
+def finished(run: Path, task: str, env_steps: int) -> bool:
+    points = curve(run, default_action_repeat(f"dmc:{task}")) if rows_of(run) else []
+    return bool(points) and points[-1]["env_step"] >= env_steps
 
 
 def run_jobs(jobs: list[tuple[str, int]], args, overrides: dict) -> None:
@@ -75,7 +75,7 @@ def run_jobs(jobs: list[tuple[str, int]], args, overrides: dict) -> None:
             repeat = default_action_repeat(f"dmc:{task}")
             steps = agent_steps_of(task, args.env_steps)
             run = run_dir(args.out, task, seed)
-            if finished(run, steps):
+            if finished(run, task, args.env_steps):
                 continue
             eval_every = args.eval_every // repeat
             cmd = command(f"dmc:{task}", seed, steps, args.preset, run, eval_every, 10, repeat, overrides,
@@ -106,16 +106,14 @@ def collect(args, overrides: dict) -> dict:
         steps = agent_steps_of(task, args.env_steps)
         seeds = []
         for seed in args.seeds:
-            rows = rows_of(run_dir(args.out, task, seed))
-            if not rows:
+            run = run_dir(args.out, task, seed)
+            if not rows_of(run):
                 continue
-            curve = [{"env_step": int(r["env_step"]) * repeat, "eval_return": float(r["eval_return"]),
-                      "train_cpu_s": float(r["train_cpu_s"]) if r.get("train_cpu_s") else None,
-                      "wall_s": float(r["wall_s"])} for r in rows]
-            done = int(rows[-1]["env_step"]) >= steps
-            seeds.append({"seed": seed, "run": f"{task}/seed{seed}", "finished": done, "curve": curve,
-                          "final_return": curve[-1]["eval_return"] if done else None,
-                          "last_env_step": curve[-1]["env_step"], "train_cpu_s": curve[-1]["train_cpu_s"]})
+            points = [{k: p[k] for k in ("env_step", "eval_return", "train_cpu_s", "wall_s")} for p in curve(run, repeat)]
+            done = points[-1]["env_step"] >= args.env_steps
+            seeds.append({"seed": seed, "run": f"{task}/seed{seed}", "finished": done, "curve": points,
+                          "final_return": points[-1]["eval_return"] if done else None,
+                          "last_env_step": points[-1]["env_step"], "train_cpu_s": points[-1]["train_cpu_s"]})
         at = ref[task].get(args.env_steps, [])
         finals = [s["final_return"] for s in seeds if s["finished"]]
         entry = {"task": task, "action_repeat": repeat, "agent_steps": steps, "seeds": seeds,

@@ -42,16 +42,19 @@ def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_eve
             action_repeat: int, overrides: dict, checkpoint_every: int | None = None,
             resume: bool = False) -> list[str]:
     """One training run as a child process (one torch thread each, so seeds can run side by side); with
-    ``resume``, the run in ``out`` continues from its last checkpoint (its config.yaml decides the rest)."""
+    ``resume``, the run in ``out`` continues from its last checkpoint (its config.yaml decides the rest).
+    ``steps``, ``eval_every`` and ``checkpoint_every`` count agent steps here (the loop's own unit is env steps)."""
     code = ("import json, sys, torch; torch.set_num_threads(1)\n"
             "from modelrl.runner.train import TrainConfig, train\n"
             "a = json.loads(sys.argv[1])\n"
             "if a['resume']:\n"
             "    train(None, resume=a['out'], progress=False)\n"
             "else:\n"
-            "    train(TrainConfig('tdmpc', a['env'], a['steps'], seed=a['seed'], preset=a['preset'],"
-            " eval_every=a['eval_every'], eval_episodes=a['eval_episodes'], checkpoint_every=a['checkpoint_every'],"
-            " action_repeat=a['action_repeat']), overrides=a['overrides'], out=a['out'], progress=False)\n")
+            "    k = a['action_repeat']\n"
+            "    train(TrainConfig('tdmpc', a['env'], a['steps'] * k, seed=a['seed'], preset=a['preset'],"
+            " eval_every=a['eval_every'] * k, eval_episodes=a['eval_episodes'],"
+            " checkpoint_every=a['checkpoint_every'] and a['checkpoint_every'] * k,"
+            " action_repeat=k), overrides=a['overrides'], out=a['out'], progress=False)\n")
     arg = json.dumps({"env": env_id, "seed": seed, "steps": steps, "preset": preset, "out": str(out),
                       "eval_every": eval_every, "eval_episodes": eval_episodes, "action_repeat": action_repeat,
                       "overrides": overrides, "checkpoint_every": checkpoint_every, "resume": resume})
@@ -61,8 +64,13 @@ def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_eve
 def curve(run: Path, action_repeat: int) -> list[dict]:
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    return [{"agent_step": int(r["env_step"]), "env_step": int(r["env_step"]) * action_repeat,
-             "wall_s": float(r["wall_s"]), "train_wall_s": float(r["train_wall_s"]),
+
+    def steps(r: dict) -> dict:  # runs from before metrics.csv had agent_step logged agent steps as env_step
+        if r.get("agent_step"):
+            return {"agent_step": int(r["agent_step"]), "env_step": int(r["env_step"])}
+        return {"agent_step": int(r["env_step"]), "env_step": int(r["env_step"]) * action_repeat}
+
+    return [{**steps(r), "wall_s": float(r["wall_s"]), "train_wall_s": float(r["train_wall_s"]),
              "train_cpu_s": float(r["train_cpu_s"]) if r.get("train_cpu_s") else None,
              "eval_return": float(r["eval_return"]), "eval_return_std": float(r["eval_return_std"])} for r in rows]
 

@@ -157,7 +157,7 @@ class LoopArgs:
     env: str = "Pendulum-v1"
     """Environment id (Gymnasium id or dmc:<domain>-<task>)."""
     steps: int = 10_000
-    """Environment steps to train for."""
+    """Environment steps to train for (with --action-repeat k the agent acts once every k of them)."""
     seed: int = 0
     preset: str | None = None
     """Named preset of the algorithm's config (applied before the field flags)."""
@@ -171,7 +171,7 @@ class LoopArgs:
     """Evaluate every this many environment steps (at the next episode end)."""
     eval_episodes: int = 10
     checkpoint_every: int | None = None
-    """Checkpoint every this many steps (at episode ends); default: eval_every."""
+    """Checkpoint every this many environment steps (at episode ends); default: eval_every."""
     action_repeat: int | None = None
     """Repeat each action this many times, summing the rewards; default: the algorithm's choice for the env
     (TD-MPC on DeepMind Control: the official per-domain value, cartpole 8, walker/humanoid/dog 2, others 4;

@@ -22,7 +22,7 @@ nothing lost (the metrics rows of an uninterrupted run, checkpoints intact).
 | buffer_capacity 1e12                                   | error: the memory it would need, status 2             |
 | every subcommand; MODELRL_DEBUG=1; an unexpected error | one error line; the traceback only with the variable  |
 
-The runs are tiny (SAC with 16 units on Pendulum-v1, action repeat 2: 100 steps an episode), so the
+The runs are tiny (SAC with 16 units on Pendulum-v1, action repeat 2: 200 env steps, 100 agent steps an episode), so the
 module takes about half a minute.
 """
 import errno
@@ -42,21 +42,21 @@ from modelrl.runner.train import TrainConfig, TrainingError, train
 SAC = {"hidden_size": 16, "num_layers": 1, "batch_size": 32, "explore_steps": 50}
 
 
-def config(steps: int = 300, **loop) -> TrainConfig:
-    """Checkpoints and evaluations every 100 steps (one episode); 300 steps in all."""
-    return TrainConfig("sac", "Pendulum-v1", steps, **{"seed": 0, "eval_every": 100, "eval_episodes": 1,
+def config(steps: int = 600, **loop) -> TrainConfig:
+    """Checkpoints and evaluations every 200 env steps (one episode); 600 env steps in all."""
+    return TrainConfig("sac", "Pendulum-v1", steps, **{"seed": 0, "eval_every": 200, "eval_episodes": 1,
                                                        "action_repeat": 2, **loop})
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """``full``: 300 uninterrupted steps. ``crashed``: the same run killed at step 250, so it holds
-    checkpoints/latest.pt (step 200), latest.prev.pt (step 100) and metrics rows 100 and 200."""
+    """``full``: 600 uninterrupted env steps. ``crashed``: the same run killed at env step 500, so it holds
+    checkpoints/latest.pt (env step 400), latest.prev.pt (env step 200) and metrics rows 200 and 400."""
     root = tmp_path_factory.mktemp("faults")
     train(config(), overrides=SAC, out=root / "full", progress=False)
 
     def crash(step):
-        if step == 250:
+        if step == 500:
             raise Crash
 
     with pytest.raises(Crash):
@@ -101,7 +101,7 @@ def test_a_damaged_checkpoint_falls_back_on_the_previous_one(runs, crashed, how)
     damage(crashed / "checkpoints" / "latest.pt", how)
     with pytest.warns(UserWarning, match=r"latest\.pt .*(empty|cut short|corrupt|cannot be read).*previous checkpoint"):
         train(None, resume=crashed, progress=False)
-    assert _without_timing(metrics_rows(crashed)) == full_rows(runs)  # nothing lost: 100, 200, 300 as uninterrupted
+    assert _without_timing(metrics_rows(crashed)) == full_rows(runs)  # nothing lost: 200, 400, 600 as uninterrupted
     assert (crashed / "checkpoints" / "latest.corrupt.pt").exists()  # set aside, not deleted
 
 
@@ -128,15 +128,47 @@ def test_checkpoints_from_before_checksums_still_load_and_the_next_is_sealed(run
     assert _without_timing(metrics_rows(crashed)) == full_rows(runs)
     with zipfile.ZipFile(crashed / "checkpoints" / "latest.pt") as archive:
         assert any(n.endswith("/.modelrl_sha256") for n in archive.namelist())
-    assert torch.load(crashed / "checkpoints" / "latest.pt", weights_only=False)["step"] == 300  # still torch.load-able
-    assert torch.load(crashed / "checkpoints" / "latest.prev.pt", weights_only=False)["step"] == 200
+    assert torch.load(crashed / "checkpoints" / "latest.pt", weights_only=False)["env_step"] == 600  # torch.load-able
+    assert torch.load(crashed / "checkpoints" / "latest.prev.pt", weights_only=False)["env_step"] == 400
+
+
+def test_with_an_action_repeat_every_step_count_is_in_env_steps(runs):
+    """--steps, --eval-every and metrics.csv's env_step count environment steps; agent_step counts actions (each
+    repeated action_repeat = 2 times here)."""
+    rows = metrics_rows(runs / "full")
+    assert [(r["env_step"], r["agent_step"]) for r in rows] == [("200", "100"), ("400", "200"), ("600", "300")]
+    ckpt = torch.load(runs / "full" / "checkpoints" / "latest.pt", weights_only=False)
+    assert (ckpt["env_step"], ckpt["step"]) == (600, 300)
+
+
+def test_a_run_from_before_env_step_counting_resumes_in_the_new_units(runs, crashed):
+    """A run written when metrics.csv and --steps counted agent steps (action repeat 2: steps 300, eval_every 100,
+    rows 100 and 200, checkpoints without env_step) resumes to exactly the uninterrupted run of today."""
+    saved = yaml.safe_load((crashed / "config.yaml").read_text())
+    saved["train"].update(steps=300, eval_every=100)
+    (crashed / "config.yaml").write_text(yaml.safe_dump(saved))
+    rows = metrics_rows(crashed)
+    header = [k for k in rows[0] if k != "agent_step"]
+    lines = [",".join(header)] + [",".join(str(int(r[k]) // 2) if k == "env_step" else r[k] for k in header)
+                                  for r in rows]
+    (crashed / "metrics.csv").write_text("\n".join(lines) + "\n")
+    for name in ("latest.pt", "latest.prev.pt"):
+        path = crashed / "checkpoints" / name
+        old = torch.load(path, weights_only=False)
+        for key in ("next_eval", "next_ckpt"):
+            old[key] //= 2
+        del old["env_step"]
+        torch.save(old, path)
+    train(None, resume=crashed, progress=False)
+    assert _without_timing(metrics_rows(crashed)) == full_rows(runs)
+    assert yaml.safe_load((crashed / "config.yaml").read_text())["train"]["steps"] == 600
 
 
 # -- 2. atomic writes, a full disk ------------------------------------------------------------------
 
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch"])
 def test_a_full_disk_is_named_and_loses_nothing(runs, tmp_path, monkeypatch, capsys, failure):
-    """The second checkpoint (step 200) hits a full disk halfway: one clear error with the sizes; the first
+    """The second checkpoint (env step 400) hits a full disk halfway: one clear error with the sizes; the first
     checkpoint is intact, no temp file is left, and the run resumes to the uninterrupted metrics."""
     import modelrl.runner.rundir as rundir
 
@@ -157,16 +189,16 @@ def test_a_full_disk_is_named_and_loses_nothing(runs, tmp_path, monkeypatch, cap
         usage = shutil.disk_usage(tmp_path)
         monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage._replace(free=2048))
     run = tmp_path / "run"
-    args = ["train", "sac", "--env", "Pendulum-v1", "--steps", "300", "--eval-every", "100", "--eval-episodes", "1",
+    args = ["train", "sac", "--env", "Pendulum-v1", "--steps", "600", "--eval-every", "200", "--eval-episodes", "1",
             "--action-repeat", "2", "--out", str(run), "--no-progress"]
     for k, v in SAC.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     assert main(args) == 1
     line = one_error_line(capsys)
     assert "disk is full" in line and "latest.pt" in line and " MB" in line and "free at" in line
-    assert f"--resume {run}" in line and "env step 100" in line
+    assert f"--resume {run}" in line and "env step 200" in line
     assert not list(run.rglob("*.tmp"))
-    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"] == 100
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["env_step"] == 200
     monkeypatch.undo()
     train(None, resume=run, progress=False)
     assert _without_timing(metrics_rows(run)) == full_rows(runs)
@@ -227,11 +259,11 @@ def test_resume_with_metrics_but_no_checkpoint_is_refused(crashed, capsys):
 
 def test_a_metrics_row_cut_short_is_dropped_and_logged_again(runs, crashed):
     text = (crashed / "metrics.csv").read_text()
-    (crashed / "metrics.csv").write_text(text[: text.rindex("\n", 0, len(text) - 2) + 40])  # row 200 cut mid-row
+    (crashed / "metrics.csv").write_text(text[: text.rindex("\n", 0, len(text) - 2) + 40])  # row 400 cut mid-row
     with pytest.warns(UserWarning, match="incomplete row"):
         train(None, resume=crashed, progress=False)
     rows = _without_timing(metrics_rows(crashed))
-    assert rows == full_rows(runs)  # row 200 logged again from the previous checkpoint, none with blank cells
+    assert rows == full_rows(runs)  # row 400 logged again from the previous checkpoint, none with blank cells
     assert all(all(v != "" for v in r.values()) for r in rows)
 
 
@@ -290,7 +322,7 @@ def test_a_hand_edited_config_yaml_is_checked_on_resume(crashed, capsys):
     assert main(["train", "sac", "--resume", str(crashed), "--no-progress"]) == 2
     line = one_error_line(capsys)
     assert str(crashed / "config.yaml") in line and "steps must be an integer, got 'ten'" in line
-    saved["train"]["steps"], saved["agent"]["gamma"] = 300, ".nan"
+    saved["train"]["steps"], saved["agent"]["gamma"] = 600, ".nan"
     (crashed / "config.yaml").write_text(yaml.safe_dump(saved).replace("'.nan'", ".nan"))
     assert main(["eval", str(crashed)]) == 2
     assert "gamma must be a finite number, got nan" in one_error_line(capsys)
@@ -332,14 +364,14 @@ def poison_env(monkeypatch, at: int, change):
 
 
 def test_a_nan_reward_names_the_reward_the_step_and_the_env(tmp_path, monkeypatch, capsys):
-    poison_env(monkeypatch, 300, lambda obs, r: (obs, float("nan")))  # the env's 300th step: env step 150 (repeat 2)
+    poison_env(monkeypatch, 300, lambda obs, r: (obs, float("nan")))  # the env's 300th step (agent step 150, repeat 2)
     run = tmp_path / "run"
-    assert main(["train", "sac", "--steps", "300", "--eval-every", "100", "--eval-episodes", "1", "--out", str(run),
+    assert main(["train", "sac", "--steps", "600", "--eval-every", "200", "--eval-episodes", "1", "--out", str(run),
                  "--action-repeat", "2", "--no-progress", "--hidden-size", "16", "--num-layers", "1",
                  "--batch-size", "32"]) == 1
     line = one_error_line(capsys)
-    assert "non-finite reward" in line and "env step 150" in line and "environment Pendulum-v1 itself" in line
-    assert f"--resume {run} continues from its last checkpoint (env step 100)" in line  # it helps once fixed
+    assert "non-finite reward" in line and "env steps 299-300" in line and "environment Pendulum-v1 itself" in line
+    assert f"--resume {run} continues from its last checkpoint (env step 200)" in line  # it helps once fixed
 
 
 @pytest.mark.parametrize("what", ["action", "loss"])
@@ -371,13 +403,13 @@ def test_a_diverged_agent_names_what_went_nan_and_does_not_suggest_resume(tmp_pa
 def test_an_observation_of_the_wrong_size_names_next_obs_and_the_step(tmp_path, monkeypatch):
     poison_env(monkeypatch, 30, lambda obs, r: (np.append(obs, 0.0), r))
     with pytest.raises(TrainingError, match=r"next_obs of transition 30: the observation has 4 entries.*env step 30"):
-        train(config(100, action_repeat=None), overrides=SAC, out=tmp_path / "run", progress=False)
+        train(config(200, action_repeat=None), overrides=SAC, out=tmp_path / "run", progress=False)
 
 
 def test_a_reward_given_as_an_array_is_a_clear_error(tmp_path, monkeypatch):
     poison_env(monkeypatch, 30, lambda obs, r: (obs, np.array([r, r])))
     with pytest.raises(TrainingError, match=r"reward of type ndarray of shape \(2,\).*one number.*env step 30"):
-        train(config(100, action_repeat=None), overrides=SAC, out=tmp_path / "run", progress=False)
+        train(config(200, action_repeat=None), overrides=SAC, out=tmp_path / "run", progress=False)
 
 
 # -- 6. smaller ones --------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ class CheckFinite(gymnasium.Wrapper):
 
 
 class ActionRepeat(gymnasium.Wrapper):
-    """Repeat each action ``repeat`` times, summing rewards; stop early when the episode ends."""
+    """Repeat each action ``repeat`` times, summing rewards; stop early when the episode ends. ``info["env_steps"]``
+    is how many steps of the wrapped env the call took (``repeat``, or fewer at the end of an episode)."""
 
     def __init__(self, env: gymnasium.Env, repeat: int) -> None:
         super().__init__(env)
@@ -143,12 +144,12 @@ class ActionRepeat(gymnasium.Wrapper):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         total = 0.0
-        for _ in range(self.repeat):
+        for taken in range(1, self.repeat + 1):
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
             if terminated or truncated:
                 break
-        return obs, total, terminated, truncated, info
+        return obs, total, terminated, truncated, {**info, "env_steps": taken}
 
 
 class SeedFirstReset(gymnasium.Wrapper):

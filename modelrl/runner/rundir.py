@@ -317,14 +317,14 @@ class MetricsWriter:
             found, rows, _ = read_metrics(self.path)
             self.columns += [name for name in found if name not in self.columns]
             self.rows = [r for r in rows if float(r["env_step"]) <= keep_until]
-        self._flush()
+        self.flush()
 
     def write(self, row: dict[str, Any]) -> None:
         self.columns += [k for k in row if k not in self.columns]
         self.rows.append(dict(row))
-        self._flush()
+        self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=self.columns)
         writer.writeheader()

@@ -42,6 +42,7 @@ class TrainConfig:
     algo: str
     env: str
     steps: int
+    """Environment steps to train for; with an action repeat k, an agent step is k environment steps."""
     seed: int = 0
     preset: str | None = None
     eval_every: int = 1000
@@ -237,8 +238,10 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
         ckpt = _resume_checkpoint(run_dir)
+        if ckpt is not None and "env_step" not in ckpt and (cfg.action_repeat or 1) > 1:
+            cfg = _count_env_steps(run_dir, saved, cfg, ckpt)  # a run from before the loop counted env steps
         if steps is not None and steps != cfg.steps:  # extend (or shorten, not below the checkpoint) the run
-            done = ckpt["step"] if ckpt is not None else 0
+            done = ckpt.get("env_step", ckpt["step"]) if ckpt is not None else 0
             if steps < max(done, 1):
                 raise ValueError(f"--steps {steps} is below the {done} env steps {run_dir} has already trained")
             cfg = dataclasses.replace(cfg, steps=steps)
@@ -268,7 +271,9 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         # reader sees what ran even after a default changes
         save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent.config)})
     attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
-    step, episode, next_eval, next_ckpt, wall0 = 0, 0, cfg.eval_every, checkpoint_every, 0.0
+    # env_step counts environment steps (the unit of --steps, --eval-every, --checkpoint-every and metrics.csv);
+    # step counts agent steps (one action, repeated action_repeat times): the agent's own schedules run on it
+    step, env_step, episode, next_eval, next_ckpt, wall0 = 0, 0, 0, cfg.eval_every, checkpoint_every, 0.0
     eval_s = 0.0  # wall-clock spent evaluating, so train_wall_s can leave it out
     cpu0, eval_cpu_s = 0.0, 0.0  # process CPU seconds (all threads): a load-independent cost on a shared machine
     obs, _ = env.reset()
@@ -279,33 +284,36 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         set_env_rng_state(env, ckpt["env_rng"])
         explore_rng.bit_generator.state = ckpt["explore_rng"]
         step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
+        env_step = ckpt.get("env_step", step)
         eval_s = ckpt.get("eval_s", 0.0)
         cpu0, eval_cpu_s = ckpt.get("cpu_s", 0.0), ckpt.get("eval_cpu_s", 0.0)
         if "losses" in ckpt:
             meter.load_state_dict(ckpt["losses"])
         obs, _ = env.reset()
-    metrics = MetricsWriter(run_dir, ["env_step", "wall_s", "train_wall_s", "train_cpu_s", "eval_return",
-                                      "eval_return_std", "episode", "train_return"], keep_until=step if ckpt is not None else None)
+    metrics = MetricsWriter(run_dir, ["env_step", "agent_step", "wall_s", "train_wall_s", "train_cpu_s", "eval_return",
+                                      "eval_return_std", "episode", "train_return"],
+                            keep_until=env_step if ckpt is not None else None)
     # drop the events logged after the checkpoint (the resumed loop logs them again); the evaluation at the
     # checkpoint's own step was logged before it was written and is kept
-    tb = _tensorboard(run_dir, purge_step=step + 1 if ckpt is not None else None)
+    tb = _tensorboard(run_dir, purge_step=env_step + 1 if ckpt is not None else None)
     t0 = time.perf_counter() - wall0
     c0 = time.process_time() - cpu0
 
-    last_ckpt = step if ckpt is not None else None
+    last_ckpt = env_step if ckpt is not None else None
 
     def checkpoint() -> None:
         nonlocal last_ckpt
-        losses = meter.state_dict(step)  # checked first: a diverged agent never replaces the last good checkpoint
+        losses = meter.state_dict(env_step)  # checked first: a diverged agent never replaces the last good checkpoint
         save_checkpoint(run_dir / "checkpoints" / "latest.pt", {
             "agent": agent.state_dict(), "buffer": buffer.state_dict(), "rng": global_rng_state(),
             "env_rng": env_rng_state(env), "explore_rng": explore_rng.bit_generator.state, "step": step,
+            "env_step": env_step,
             "episode": episode, "next_eval": next_eval, "next_ckpt": next_ckpt,
             "wall_s": time.perf_counter() - t0, "eval_s": eval_s, "cpu_s": time.process_time() - c0,
             "eval_cpu_s": eval_cpu_s, "losses": losses, "metrics_rows": len(metrics.rows)})
-        last_ckpt = step
+        last_ckpt = env_step
         if on_checkpoint is not None:
-            on_checkpoint(step)
+            on_checkpoint(env_step)
 
     def log_eval(train_return: float, losses: dict[str, float]) -> float:
         nonlocal eval_s, eval_cpu_s, envs_for_eval
@@ -315,11 +323,12 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         try:
             returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
         except NonFiniteError as err:
-            raise NonFiniteError(f"{err} (in the evaluation at env step {step})", what=err.what, step=step) from err
+            raise NonFiniteError(f"{err} (in the evaluation at env step {env_step})", what=err.what,
+                                 step=env_step) from err
         eval_s += time.perf_counter() - t_eval
         eval_cpu_s += time.process_time() - c_eval
         wall = time.perf_counter() - t0
-        row = {"env_step": step, "wall_s": round(wall, 3), "train_wall_s": round(wall - eval_s, 3),
+        row = {"env_step": env_step, "agent_step": step, "wall_s": round(wall, 3), "train_wall_s": round(wall - eval_s, 3),
                "train_cpu_s": round(time.process_time() - c0 - eval_cpu_s, 3),
                "eval_return": float(np.mean(returns)),
                "eval_return_std": float(np.std(returns)), "episode": episode, "train_return": train_return}
@@ -328,7 +337,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         if tb is not None:
             for k, v in row.items():
                 if k not in ("env_step", "episode"):
-                    tb.add_scalar(k, v, step)
+                    tb.add_scalar(k, v, env_step)
             tb.flush()
         return row["eval_return"]
 
@@ -338,48 +347,52 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     bar = progress_bar(progress)
     try:
         with bar:
-            task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=step)
-            while step < cfg.steps:
+            task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=env_step)
+            while env_step < cfg.steps:
                 if step < agent.config.explore_steps:
                     action = explore_rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
                 else:
                     action = agent.act(obs)
                     if not np.all(np.isfinite(action)):
-                        meter.check(step)  # a loss that went NaN first is the better diagnosis
+                        meter.check(env_step)  # a loss that went NaN first is the better diagnosis
                         state = meter.non_finite_state()
-                        raise NonFiniteError(f"the agent's action at env step {step + 1} is not finite "
+                        raise NonFiniteError(f"the agent's action at env step {env_step + 1} is not finite "
                                              f"({np.asarray(action).tolist()})"
                                              + (f"; its last update reported {state}" if state else ""),
-                                             what="action", step=step + 1)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
+                                             what="action", step=env_step + 1)
+                next_obs, reward, terminated, truncated, info = env.step(action)
                 try:
                     buffer.add(obs, action, reward, next_obs, terminated, truncated)
                 except ValueError as err:  # an env whose observations change size
                     raise EnvContractError(f"{cfg.env}: {err}") from err
                 step += 1
+                taken = int(info.get("env_steps", 1))
+                env_step += taken
                 ep_return += float(reward)
                 obs = next_obs
-                meter.add(agent.update(buffer, step), step)
-                bar.advance(task)
+                meter.add(agent.update(buffer, step), env_step)
+                bar.advance(task, taken)
                 if on_step is not None:
-                    on_step(step)
-                if terminated or truncated or step == cfg.steps:
+                    on_step(env_step)
+                done = env_step >= cfg.steps
+                if terminated or truncated or done:
                     episode += 1
-                    if step >= next_eval or step == cfg.steps:
-                        last_eval = log_eval(ep_return, meter.row(step))
-                        next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                    if env_step >= next_eval or done:
+                        last_eval = log_eval(ep_return, meter.row(env_step))
+                        next_eval = (env_step // cfg.eval_every + 1) * cfg.eval_every
                     bar.update(task, description=f"{cfg.algo} on {cfg.env}: episode {episode}, "
                                                  f"return {ep_return:.1f}, eval {last_eval:.1f}")
                     ep_return = 0.0
-                    if step >= next_ckpt or step == cfg.steps:  # before the reset draws from the env's RNG
-                        next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+                    if env_step >= next_ckpt or done:  # before the reset draws from the env's RNG
+                        next_ckpt = (env_step // checkpoint_every + 1) * checkpoint_every
                         checkpoint()
                     obs, _ = env.reset()
                     agent.reset()
     except NonFiniteError as err:
-        raise TrainingError(_non_finite_message(err, step + 1, cfg.env, run_dir, last_ckpt)) from err
+        raise TrainingError(_non_finite_message(err, _at(env_step, cfg.action_repeat), cfg.env, run_dir,
+                                                last_ckpt)) from err
     except EnvContractError as err:
-        raise TrainingError(f"{err} (env step {step + 1}): a bug in the environment's step(); once it is fixed, "
+        raise TrainingError(f"{err} ({_at(env_step, cfg.action_repeat)}): a bug in the environment's step(); once it is fixed, "
                             f"{_resume_hint(run_dir, last_ckpt)}") from err
     except DiskFullError as err:
         raise DiskFullError(f"{err}; then {_resume_hint(run_dir, last_ckpt)}") from err
@@ -395,16 +408,38 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     return agent, run_dir
 
 
+def _count_env_steps(run_dir: Path, saved: dict, cfg: TrainConfig, ckpt: dict) -> TrainConfig:
+    """Bring a run written before the loop counted environment steps (its --steps, --eval-every, checkpoint and
+    metrics.csv counted agent steps) to the current units: everything times the action repeat, metrics.csv gets
+    ``agent_step``, and config.yaml says so, so it resumes as it would have run."""
+    k = cfg.action_repeat
+    cfg = dataclasses.replace(cfg, steps=cfg.steps * k, eval_every=cfg.eval_every * k,
+                              checkpoint_every=cfg.checkpoint_every * k if cfg.checkpoint_every else None)
+    save_config(run_dir, {**saved, "train": dataclasses.asdict(cfg)})
+    ckpt.update(env_step=ckpt["step"] * k, next_eval=ckpt["next_eval"] * k, next_ckpt=ckpt["next_ckpt"] * k)
+    writer = MetricsWriter(run_dir, ["env_step", "agent_step"], keep_until=math.inf)
+    for row in writer.rows:
+        if row.get("agent_step", "") == "":
+            row["agent_step"], row["env_step"] = row["env_step"], int(float(row["env_step"])) * k
+    writer.flush()
+    return cfg
+
+
 def _resume_hint(run_dir: Path, last_ckpt: int | None) -> str:
     if last_ckpt is None:
         return f"start it again (no checkpoint was written yet; delete {run_dir} or give another --out)"
     return f"--resume {run_dir} continues from its last checkpoint (env step {last_ckpt})"
 
 
-def _non_finite_message(err: NonFiniteError, step: int, env_id: str, run_dir: Path, last_ckpt: int | None) -> str:
+def _at(env_step: int, repeat: int) -> str:
+    """Where the agent step after ``env_step`` env steps happened: "env step 301", or "env steps 301-304"."""
+    return f"env step {env_step + 1}" if repeat == 1 else f"env steps {env_step + 1}-{env_step + repeat}"
+
+
+def _non_finite_message(err: NonFiniteError, at: str, env_id: str, run_dir: Path, last_ckpt: int | None) -> str:
     """What went non-finite where, its likely cause, and whether resuming can help: it does once a broken env
     is fixed; it cannot for a diverged agent, whose resumed run repeats the same updates from the same state."""
-    what = f"{err} (env step {step})" if err.step is None else str(err)  # errors with a step say where already
+    what = f"{err} ({at})" if err.step is None else str(err)  # errors with a step say where already
     if err.what in ("observation", "reward"):
         return (f"{what}. Likely cause: the environment {env_id} itself (a simulator that blew up, or a bug in its "
                 f"step()). Once it is fixed, {_resume_hint(run_dir, last_ckpt)}.")
@@ -438,21 +473,24 @@ def _resume_checkpoint(run_dir: Path) -> dict | None:
         return None  # stopped before its first checkpoint: start over in place (imitation keeps its labels)
     ckpt = load_checkpoint(latest, set_aside=True)
 
+    def at(c: dict) -> int:  # the env step of a checkpoint (its metrics.csv's unit, also in runs from before it had one)
+        return c.get("env_step", c["step"])
+
     def lost(c: dict) -> int:
-        return c.get("metrics_rows", 0) - sum(1 for r in rows if float(r["env_step"]) <= c["step"])
+        return c.get("metrics_rows", 0) - sum(1 for r in rows if float(r["env_step"]) <= at(c))
 
     if lost(ckpt) > 0:
         try:
             earlier = read_checkpoint(previous) if previous.exists() else None
         except CheckpointError:
             earlier = None
-        if earlier is not None and earlier["step"] < ckpt["step"] and lost(earlier) <= 0:
+        if earlier is not None and at(earlier) < at(ckpt) and lost(earlier) <= 0:
             warnings.warn(f"{run_dir / 'metrics.csv'} lost {lost(ckpt)} row(s) logged before the checkpoint at env "
-                          f"step {ckpt['step']}: resuming from the previous one (env step {earlier['step']}), which "
+                          f"step {at(ckpt)}: resuming from the previous one (env step {at(earlier)}), which "
                           f"logs them again", stacklevel=3)
             return earlier
         warnings.warn(f"{run_dir / 'metrics.csv'} lost {lost(ckpt)} row(s) logged before the checkpoint at env step "
-                      f"{ckpt['step']}, and no earlier checkpoint can log them again: they stay missing",
+                      f"{at(ckpt)}, and no earlier checkpoint can log them again: they stay missing",
                       stacklevel=3)
     return ckpt
 
