@@ -294,7 +294,9 @@ def test_crash_mid_round_resumes_without_losing_or_repaying_labels(tmp_path, mon
         experts.append(CountingExpert(cheap_mppi(seed)))
         return experts[-1]
 
-    monkeypatch.setattr(runner_experts, "resolve_expert", counting_resolve)
+    import modelrl.runner.train as loop
+
+    monkeypatch.setattr(loop, "resolve_expert", counting_resolve)  # the expert factory the loop hands the agent
     cfg = TrainConfig("dagger", "Pendulum-v1", 600, seed=3, eval_every=200, eval_episodes=1)
     # round 1 (steps 1-200): the expert acts, 200 labels; rounds 2 and 3: the learner acts, every 2nd step labelled
     over = {"hidden_sizes": (32,), "epochs": 3, "round_episodes": 1, "label_every": 2}

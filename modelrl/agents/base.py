@@ -10,7 +10,8 @@ import time
 import types
 import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, Mapping, Union
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Mapping, Union
 
 import gymnasium
 import numpy as np
@@ -174,6 +175,23 @@ def _number(value: Any) -> int | float | None:
     return value
 
 
+class RunStopped(RuntimeError):
+    """A run stopped on purpose before its end (a person stopped labelling): nothing is lost and ``--resume``
+    continues it. The run loop lets it through; the command line reports it as "stopped" (exit status 1)."""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the run loop hands an agent once the run directory exists (``Agent.on_run_start``)."""
+
+    run_dir: Path
+    algo: str
+    """The name the run trains under (``modelrl train ALGO``)."""
+    make_expert: Callable[..., Any]
+    """The runner's expert factory, ``make_expert(spec, env_id, seed=, opts=, action_space=)`` -> an Expert or None:
+    a planner on the env's true model, another run's agent, or a person at the terminal."""
+
+
 class Agent(ABC):
     """An algorithm the run loop can drive: act, learn from the replay buffer, checkpoint.
 
@@ -182,6 +200,15 @@ class Agent(ABC):
     """
 
     config: AgentConfig
+
+    @property
+    def interactive(self) -> bool:
+        """The agent asks a person during the run (the loop then shows no progress bar over the prompt)."""
+        return False
+
+    def on_run_start(self, run: RunContext) -> None:
+        """Called by the run loop once the run directory exists, new or resumed, before the first step: the agent
+        takes what only a run provides (an imitation agent: its expert and its label data set in the run)."""
 
     def __init__(self, env: gymnasium.Env, config: AgentConfig, seed: int = 0, device: str | Any = "auto") -> None:
         obs_space, action_space = env.observation_space, env.action_space

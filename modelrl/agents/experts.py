@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from modelrl.agents.base import RunStopped
 from modelrl.planners import PLANNERS, make_planner
 
 
@@ -26,7 +27,7 @@ class BadLabelError(ValueError):
     """An expert returned a label that cannot be an action of the task."""
 
 
-class LabellingStopped(RuntimeError):
+class LabellingStopped(RunStopped):
     """The labeller stopped (a person typed ``q`` or the input ended); the run can be resumed."""
 
 

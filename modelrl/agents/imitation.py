@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import gymnasium
@@ -28,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.agents.base import Agent, AgentConfig
-from modelrl.agents.experts import Expert, check_label, parse_expert_spec
-from modelrl.data.datasets import LabelDataset
+from modelrl.agents.base import Agent, AgentConfig, RunContext
+from modelrl.agents.experts import Expert, HumanExpert, check_label, parse_expert_spec
+from modelrl.data.datasets import LABELS_DIR, LabelDataset
 from modelrl.device import generator_state, load_generator_state
 from modelrl.models.normalizer import Normalizer
 
@@ -218,9 +219,9 @@ class Policy(nn.Module):
 class ImitationAgent(Agent):
     """DAgger (and, with beta = 1, behaviour cloning) in the common run loop.
 
-    The expert and the label data set come from ``attach`` (the runner passes an expert built
-    from ``config.expert`` and ``<run>/labels/``); library users may pass them to the
-    constructor. Without a data set, labels are kept in memory.
+    The expert and the label data set come from ``on_run_start`` (the run loop's expert factory builds
+    ``config.expert``; the data set is ``<run>/labels/``); library users may pass them to the
+    constructor or to ``attach``. Without a data set, labels are kept in memory.
     """
 
     config: ImitationConfig
@@ -269,6 +270,27 @@ class ImitationAgent(Agent):
         self.attach(expert=expert, dataset=dataset, demos=demos)
 
     # -- set-up ----------------------------------------------------------------------------
+    @property
+    def interactive(self) -> bool:
+        return parse_expert_spec(self.config.expert)[0] == "human"
+
+    def on_run_start(self, run: RunContext) -> None:
+        """The expert ``config.expert`` names, the run's label data set (``<run>/labels/``, kept across resumes) and
+        the demonstrations of ``config.demos`` (a labels directory or a run directory holding one)."""
+        c = self.config
+        expert = run.make_expert(c.expert, self.env_id, seed=self.seed, opts=c.expert_opts,
+                                 action_space=self.action_space)
+        dataset = LabelDataset(Path(run.run_dir) / LABELS_DIR, self.obs_dim, self.action_dim)
+        demos = None
+        if c.demos:
+            path = Path(c.demos)
+            if (path / LABELS_DIR / "meta.json").exists():  # a run directory: its labels
+                path = path / LABELS_DIR
+            demos = LabelDataset(path, self.obs_dim, self.action_dim, read_only=True)
+        if isinstance(expert, HumanExpert):
+            expert.resume_hint = f"continue with: modelrl train {run.algo} --resume {run.run_dir}"
+        self.attach(expert=expert, dataset=dataset, demos=demos)
+
     def attach(self, expert: Expert | None = None, dataset: LabelDataset | None = None,
                demos: LabelDataset | None = None) -> None:
         """Give the agent its expert, its (on-disk) label data set, and demonstrations that cost nothing."""

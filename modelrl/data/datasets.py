@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+LABELS_DIR = "labels"
+"""Where a run directory keeps its label data set (``<run>/labels/``)."""
+
 FORMAT, VERSION = "modelrl-labels", 1
 COLUMNS = {"obs": "float32", "action": "float32", "step": "int64", "round": "int64"}
 

@@ -11,35 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrl.agents import agent_classes, build_config
 from modelrl.envs import make_env
 from modelrl.models.diagnostics import k_step_error, one_step_error, predicted_trajectory
 from modelrl.runner.checkpoint import load_checkpoint
-from modelrl.runner.rundir import atomic_write_text, read_run_config
-
-
-def load_agent(run_dir: str | Path, device: str | None = None):
-    """The agent of a run directory, restored from its last checkpoint, and the run's saved config.
-
-    ``device`` (default ``auto``) need not be the one it trained on: a CUDA run loads on a CPU machine
-    and the other way round."""
-    from modelrl.runner.train import check_train_config
-
-    run_dir = Path(run_dir)
-    saved = read_run_config(run_dir)
-    where = str(run_dir / "config.yaml")
-    train = check_train_config(saved["train"], where)
-    config_cls, agent_cls = agent_classes(train.algo)
-    try:
-        config = build_config(config_cls, None, **saved["agent"])
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")  # a damaged one falls back on the previous
-    env = make_env(train.env, seed=train.seed, action_repeat=train.action_repeat or 1)
-    agent = agent_cls(env, config, seed=train.seed, device=device or "auto")
-    agent.load_state_dict(ckpt["agent"])
-    env.close()
-    return agent, saved
+from modelrl.runner.rundir import atomic_write_text, load_agent, read_run_config
 
 
 def collect_random_episodes(env_id: str, episodes: int, seed: int, action_repeat: int = 1):

@@ -195,7 +195,7 @@ def evaluate_run(
     import torch
 
     from modelrl.envs import make_env
-    from modelrl.runner.diagnose import load_agent
+    from modelrl.runner.rundir import load_agent
 
     if threads is not None:
         torch.set_num_threads(threads)  # as in training: small batched planning ops run fastest on one thread

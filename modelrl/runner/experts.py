@@ -2,8 +2,8 @@
 
 ``resolve_expert("mppi", env_id, ...)`` is the planner on the env's true model with the
 ``modelrl plan`` preset for that env (``PLAN_PRESETS``, updated by ``EXPERT_PRESETS``);
-``run:PATH`` loads the agent of another run directory; ``human`` prompts on the terminal. ``attach_run_resources`` gives an imitation
-agent its expert and its label data set in the run directory (``<run>/labels/``).
+``run:PATH`` loads the agent of another run directory; ``human`` prompts on the terminal. The run loop hands
+``resolve_expert`` to agents as ``RunContext.make_expert`` (an imitation agent builds its expert with it).
 """
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from typing import Any, TextIO
 import yaml
 
 from modelrl.agents.experts import AgentExpert, Expert, HumanExpert, PlannerExpert, parse_expert_spec
-from modelrl.data.datasets import LabelDataset
 from modelrl.envs import make_env, true_dynamics
-from modelrl.runner.diagnose import load_agent
+from modelrl.runner.rundir import load_agent
 from modelrl.runner.plan import resolved_planner_kwargs
-
-LABELS_DIR = "labels"
 
 # Expert settings that differ from the ``modelrl plan`` presets (PLAN_PRESETS), each measured.
 EXPERT_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
@@ -71,21 +68,3 @@ def resolve_expert(spec: str | None, env_id: str, seed: int = 0, opts: tuple[str
         return PlannerExpert(arg, true_dynamics(env_id), action_space, seed=seed, **kwargs)
     except TypeError as err:  # a keyword the planner does not take
         raise ValueError(f"expert {arg}: {err}") from err
-
-
-def attach_run_resources(agent, run_dir: str | Path) -> None:
-    """Give an agent that declares ``attach`` (bc, dagger) its expert, its label data set and its demos."""
-    if not hasattr(agent, "attach"):
-        return
-    c = agent.config
-    expert = resolve_expert(c.expert, agent.env_id, seed=agent.seed, opts=c.expert_opts, action_space=agent.action_space)
-    dataset = LabelDataset(Path(run_dir) / LABELS_DIR, agent.obs_dim, agent.action_dim)
-    demos = None
-    if c.demos:
-        path = Path(c.demos)
-        if (path / LABELS_DIR / "meta.json").exists():  # a run directory: its labels
-            path = path / LABELS_DIR
-        demos = LabelDataset(path, agent.obs_dim, agent.action_dim, read_only=True)
-    if isinstance(expert, HumanExpert):
-        expert.resume_hint = f"continue with: modelrl train {c.__class__.__name__[:-6].lower()} --resume {run_dir}"
-    agent.attach(expert=expert, dataset=dataset, demos=demos)

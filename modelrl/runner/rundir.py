@@ -334,3 +334,34 @@ class MetricsWriter:
 
     def close(self) -> None:
         """Nothing to release: every row is already on disk."""
+
+
+def load_agent(run_dir: str | Path, device: str | None = None):
+    """The agent of a run directory, restored from its last checkpoint, and the run's saved config.
+
+    The trained parts are the agent's own attributes: an MPC agent's ``dynamics`` (the learned model, a
+    ``Dynamics``) and ``planner``, MBPO's ``model`` and ``sac``, TD-MPC's ``model`` (TOLD), an imitation agent's
+    ``policy`` (docs/training.md, "Using a trained run in your code"). ``modelrl.load_run`` is this function.
+
+    ``device`` (default ``auto``) need not be the one it trained on: a CUDA run loads on a CPU machine
+    and the other way round."""
+    from modelrl.agents import agent_classes, build_config
+    from modelrl.envs import make_env
+    from modelrl.runner.checkpoint import load_checkpoint
+    from modelrl.runner.train import check_train_config
+
+    run_dir = Path(run_dir)
+    saved = read_run_config(run_dir)
+    where = str(run_dir / "config.yaml")
+    train = check_train_config(saved["train"], where)
+    config_cls, agent_cls = agent_classes(train.algo)
+    try:
+        config = build_config(config_cls, None, **saved["agent"])
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")  # a damaged one falls back on the previous
+    env = make_env(train.env, seed=train.seed, action_repeat=train.action_repeat or 1)
+    agent = agent_cls(env, config, seed=train.seed, device=device or "auto")
+    agent.load_state_dict(ckpt["agent"])
+    env.close()
+    return agent, saved

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from modelrl.agents import AgentConfig, agent_classes, build_config
-from modelrl.agents.base import check_fields
+from modelrl.agents.base import RunContext, check_fields
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env
 from modelrl.envs.make import EnvContractError
@@ -29,7 +29,7 @@ from modelrl.runner.checkpoint import (CheckpointError, env_rng_state, global_rn
                                        previous_checkpoint, read_checkpoint, save_checkpoint, set_env_rng_state,
                                        set_global_rng_state)
 from modelrl.runner.evaluate import run_episodes
-from modelrl.runner.experts import attach_run_resources
+from modelrl.runner.experts import resolve_expert
 from modelrl.runner.rundir import (LOCK_NAME, DiskFullError, MetricsWriter, RunDirError, RunLock, create_run_dir,
                                    default_run_dir, progress_bar, read_metrics, read_run_config, save_config)
 from modelrl.types import NonFiniteError
@@ -270,7 +270,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         # the config as the agent resolved it (MBPO fills per-task values), so a resume or a later
         # reader sees what ran even after a default changes
         save_config(run_dir, {"train": dataclasses.asdict(cfg), "agent": dataclasses.asdict(agent.config)})
-    attach_run_resources(agent, run_dir)  # an imitation agent's expert and label data set (<run>/labels/)
+    agent.on_run_start(RunContext(run_dir, cfg.algo, resolve_expert))  # e.g. an imitation agent's expert and labels
     # env_step counts environment steps (the unit of --steps, --eval-every, --checkpoint-every and metrics.csv);
     # step counts agent steps (one action, repeated action_repeat times): the agent's own schedules run on it
     step, env_step, episode, next_eval, next_ckpt, wall0 = 0, 0, 0, cfg.eval_every, checkpoint_every, 0.0
@@ -344,7 +344,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     agent.reset()
     ep_return, last_eval = 0.0, float("nan")
     envs_for_eval = None
-    bar = progress_bar(progress)
+    bar = progress_bar(progress and not agent.interactive)  # no bar over a labeller's prompt
     try:
         with bar:
             task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=env_step)
