@@ -27,8 +27,8 @@ import numpy as np
 import yaml
 import torch
 
-from benchmarks.common import (add_run, align_runs, at, common_args, curve_from_run, fmt, load_results, machine,
-                               md_table, per_1k, plot_seed_group, run_ours, save_curves_figure, write_docs_section)
+from benchmarks.common import (ROOT, add_run, align_runs, at, common_args, curve_from_run, fmt, load_results,
+                               machine, md_table, per_1k, run_ours, write_docs_section)
 from benchmarks import sac_sb3
 
 # Steps per run where --steps is not given: SAC long enough to have its 10k-step return, MBPO a third.
@@ -171,23 +171,88 @@ def report(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+def short(variant: str) -> str:
+    """A legend-sized name of a variant: its text up to the first bracket (the results file keeps it whole)."""
+    head = variant.split(" (")[0].strip().rstrip(";,")
+    return head if len(head) <= 48 else head[:45] + "..."
+
+
+def zoom_end(groups_: list[list[dict]]) -> int:
+    """The env step where the action ends: twice the latest step at which a setting's mean return first gets 90%
+    of the way from its first evaluation to its best (every curve flat after that), within the runs' length."""
+    import numpy as np
+
+    ends, longest = [], 0
+    for group in groups_:
+        steps, idx = align_runs(group)
+        mean = np.array([[r["curve"]["return"][i] for i in ix] for r, ix in zip(group, idx)]).mean(0)
+        goal = mean[0] + 0.9 * (mean.max() - mean[0])
+        ends.append(next(s for s, m in zip(steps, mean) if m >= goal))
+        longest = max(longest, steps[-1])
+    return int(min(longest, max(2 * max(ends), 2000)))
+
+
+def draw(ax, group: list[dict], label: str, style: str, x: str = "step") -> None:
+    """The mean return of ``group`` against env steps (``x="step"``) or training seconds, with a min-max band."""
+    import numpy as np
+
+    steps, idx = align_runs(group)
+    ret = np.array([[r["curve"]["return"][i] for i in ix] for r, ix in zip(group, idx)])
+    xs = steps if x == "step" else np.array([[r["curve"][x][i] for i in ix] for r, ix in zip(group, idx)]).mean(0)
+    line, = ax.plot(xs, ret.mean(0), style, label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
+    if len(group) > 1:
+        ax.fill_between(xs, ret.min(0), ret.max(0), color=line.get_color(), alpha=0.15)
+
+
 def plot(data: dict) -> None:
+    """Per env: the defaults at each G against env steps (zoomed on where learning happens), the variants beside
+    the default of their G, and the defaults against training time; legends under the panels, off the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = {"sac": "--", "mbpo": "-"}
     for env_id in sorted({r["env"] for r in data["runs"]}):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         runs = [r for r in data["runs"] if r["env"] == env_id]
-        for algo, style in (("sac", "--"), ("mbpo", "-")):
-            for utd, variant, group in groups(runs, algo):
-                plot_seed_group(axes, group, name(algo, utd, variant), ":" if variant else style, alpha=0.15,
-                                clock=clock(group))
-        axes[1].set_xscale("log")
-        save_curves_figure(fig, axes, ("environment steps", "training time (s, 1 thread; CPU time where recorded)"),
-                           "evaluation return", f"{env_id}: SAC and MBPO at several update-to-data ratios G",
-                           f"utd_{env_id}", legend_size=8)
+        defaults = [(a, utd, g) for a in ("sac", "mbpo") for utd, v, g in groups(runs, a) if v is None]
+        variants = [(a, utd, v, g) for a in ("sac", "mbpo") for utd, v, g in groups(runs, a) if v is not None]
+        panels = 3 if variants else 2
+        fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.4), sharey=True)
+        end = zoom_end([g for _, _, g in defaults] + [g for *_, g in variants])
+        colors = {}
+        for algo, utd, group in defaults:
+            draw(axes[0], group, name(algo, utd, None), styles[algo])
+            colors[(algo, utd)] = axes[0].lines[-1].get_color()
+            draw(axes[-1], group, name(algo, utd, None), styles[algo], x=clock(group))
+            axes[-1].lines[-1].set_color(colors[(algo, utd)])
+        if variants:
+            shown = set()
+            for algo, utd, variant, group in variants:
+                if (algo, utd) in colors and (algo, utd) not in shown:  # the default of this G, for comparison
+                    draw(axes[1], next(g for a, u, g in defaults if (a, u) == (algo, utd)), name(algo, utd, None),
+                         styles[algo])
+                    axes[1].lines[-1].set_color(colors[(algo, utd)])
+                    shown.add((algo, utd))
+                draw(axes[1], group, name(algo, utd, short(variant)), ":")
+        for ax in axes[:-1]:
+            ax.set_xlim(0, end)
+            ax.set_xlabel(f"environment steps (the first {end:,})")
+        axes[-1].set_xscale("log")
+        axes[-1].set_xlabel("training time (s, 1 thread; CPU time where recorded)")
+        axes[0].set_title("defaults at each G")
+        if variants:
+            axes[1].set_title("earlier settings (dotted) beside the defaults")
+        axes[-1].set_title("defaults against training time")
+        axes[0].set_ylabel("evaluation return")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
+        fig.suptitle(f"{env_id}: SAC and MBPO at several update-to-data ratios G")
+        fig.tight_layout()
+        (ROOT / "docs" / "figures").mkdir(parents=True, exist_ok=True)
+        fig.savefig(ROOT / "docs" / "figures" / f"utd_{env_id}.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
 
 
 def main() -> None:
