@@ -23,6 +23,7 @@ import torch
 from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
 from modelrl.agents import agent_classes, build_config
 from modelrl.envs import make_env
+from modelrl.runner.evaluate import eval_reset_seed
 from modelrl.runner.experts import resolve_expert
 from modelrl.runner.train import TrainConfig, evaluate, train
 
@@ -102,7 +103,7 @@ def paired_timing(env_id: str, student: dict, seed: int = 0, steps: int = 200, b
     agent = make("dagger", env, seed=seed, **student)
     t_expert, t_student = [], []
     for b in range(blocks):
-        obs, _ = env.reset(seed=10_000 + 1000 * seed + b)
+        obs, _ = env.reset(seed=eval_reset_seed(seed, b))
         expert.reset()
         seen = []
         for _ in range(steps):

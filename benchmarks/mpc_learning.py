@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
+from modelrl.runner.evaluate import eval_reset_seed
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ def run_sb3_sac(part: Part, seed: int, eval_episodes: int) -> dict:
         trained += chunk
         returns = []
         for i in range(eval_episodes):  # the seeds modelrl.runner.train.evaluate uses
-            obs, _ = eval_env.reset(seed=10_000 + 1000 * seed + i)
+            obs, _ = eval_env.reset(seed=eval_reset_seed(seed, i))
             total, done = 0.0, False
             while not done:
                 action, _ = model.predict(obs, deterministic=True)

@@ -20,13 +20,10 @@ import torch
 
 from benchmarks.common import (add_run, at, common_args, fmt, load_results, machine, md_table, per_1k, run_ours,
                                write_docs_section)
+from modelrl.runner.evaluate import eval_reset_seed
 
 ENV = "Pendulum-v1"
 
-
-def eval_seed(seed: int, i: int) -> int:
-    """The reset seed of evaluation episode i (the one ``modelrl.runner.train.evaluate`` uses)."""
-    return 10_000 + 1000 * seed + i
 
 
 def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
@@ -49,7 +46,7 @@ def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
         done += chunk
         returns = []
         for i in range(episodes):
-            obs, _ = eval_env.reset(seed=eval_seed(seed, i))
+            obs, _ = eval_env.reset(seed=eval_reset_seed(seed, i))
             total, over = 0.0, False
             while not over:
                 action, _ = model.predict(obs, deterministic=True)

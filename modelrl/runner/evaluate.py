@@ -42,6 +42,13 @@ def configure_offscreen_gl() -> str | None:
     return backend
 
 
+def eval_reset_seed(seed: int, i: int) -> int:
+    """The reset seed of evaluation episode ``i`` of a run with ``seed``, during training (``runner.train.evaluate``)
+    and in the benchmarks that evaluate like it: far from the training env's seeds, fixed, so every evaluation of a
+    run starts from the same states."""
+    return 10_000 + 1000 * seed + i
+
+
 def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int, render: bool = False,
                 max_steps: int | None = None) -> tuple[float, int, list[np.ndarray]]:
     """One episode from ``env.reset(seed=seed)``; returns (return, steps, RGB frames if ``render``)."""

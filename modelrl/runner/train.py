@@ -28,7 +28,7 @@ from modelrl.envs.make import EnvContractError
 from modelrl.runner.checkpoint import (CheckpointError, env_rng_state, global_rng_state, load_checkpoint,
                                        previous_checkpoint, read_checkpoint, save_checkpoint, set_env_rng_state,
                                        set_global_rng_state)
-from modelrl.runner.evaluate import run_episodes
+from modelrl.runner.evaluate import eval_reset_seed, run_episodes
 from modelrl.runner.experts import resolve_expert
 from modelrl.runner.rundir import (LOCK_NAME, DiskFullError, MetricsWriter, RunDirError, RunLock, create_run_dir,
                                    default_run_dir, progress_bar, read_metrics, read_run_config, save_config)
@@ -112,7 +112,7 @@ def evaluate(agent, env_id: str | list, episodes: int, seed: int, action_repeat:
     ``episodes`` envs made before (the run loop keeps its evaluation envs between evaluations).
     """
     envs = env_id if isinstance(env_id, list) else eval_envs(env_id, episodes if lockstep else 1, seed, action_repeat)
-    seeds = [10_000 + 1000 * seed + i for i in range(episodes)]
+    seeds = [eval_reset_seed(seed, i) for i in range(episodes)]
     if not lockstep or len(envs) < episodes:
         envs = [envs[0]] * episodes
     returns, _, _ = run_episodes(agent, envs[:episodes], seeds, lockstep=lockstep)
