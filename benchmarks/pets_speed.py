@@ -26,14 +26,6 @@ from modelrl.device import compiled
 from modelrl.planners.base import batched_rollout_returns
 
 
-def plan_flops(agent) -> float:
-    """Dense-layer FLOPs of one plan: iterations x horizon x rows x 2 x sum(in x out) over the layers."""
-    c, model = agent.config, agent.model
-    per_row = 2 * sum(w.shape[1] * w.shape[2] for w in model.weights)
-    rows = c.num_samples * c.particles
-    return c.iterations * c.horizon * rows * per_row
-
-
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.eval_speed import ready_agent
 
@@ -70,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         mm_s.append((time.thread_time() - t) / 10)
     agent.planner._rollout = eager
     mm = statistics.median(mm_s)
-    flops = plan_flops(agent)
+    flops = agent.planning_flops()
     out = []
     for name in rollouts:
         plan = statistics.median(plan_s[name])

@@ -46,3 +46,25 @@ def test_mpc_agent_config_errors():
         make("mpc", env, hiden_size=3)
     with pytest.raises(ValueError, match="no known reward"):
         make("mpc", make_env("Ant-v5"), learn_reward=False)
+
+
+def test_a_run_whose_planning_takes_hours_is_warned_before_it_starts(monkeypatch):
+    """PETS at the paper's settings (183 GFLOP per action on Pendulum-v1) gets a warning with the time it would
+    take on this machine and the lighter preset; v1.5 (0.3 GFLOP) does not. The machine's rate is fixed here."""
+    import modelrl.runner.train as loop
+    from modelrl.agents import make
+    from modelrl.agents.mpc import MPCConfig
+    from modelrl.envs import make_env
+
+    monkeypatch.setattr(loop, "matmul_flops_per_s", lambda: 50e9)
+    env = make_env("Pendulum-v1")
+    pets = make("mpc", env, preset="pets")
+    assert pets.planning_flops() == pytest.approx(183e9, rel=0.01)
+    cfg = loop.TrainConfig("mpc", "Pendulum-v1", 10_200, preset="pets")
+    with pytest.warns(UserWarning) as caught:
+        text = loop.warn_if_planning_is_slow(pets, cfg, MPCConfig)
+    assert str(caught[0].message) == text
+    assert "183 GFLOP per action" in text and "3.7 s per action" in text and "10,000 planned steps" in text
+    assert "--preset pets-cpu (3.1 GFLOP per action, about 0.06 s)" in text
+    v15 = make("mpc", env, preset="v1.5")
+    assert loop.warn_if_planning_is_slow(v15, loop.TrainConfig("mpc", "Pendulum-v1", 10_200), MPCConfig) is None

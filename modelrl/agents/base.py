@@ -27,6 +27,8 @@ class AgentConfig:
     """Environment steps with uniform random actions before the agent acts (seed data)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    LIGHT_PRESET: ClassVar[str | None] = None
+    """The preset to suggest when a run's planning would take hours on the machine (see ``Agent.planning_flops``)."""
     LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset()
     """Fields that older versions wrote into run directories and that no longer exist: ignored when read."""
 
@@ -209,6 +211,12 @@ class Agent(ABC):
     def on_run_start(self, run: RunContext) -> None:
         """Called by the run loop once the run directory exists, new or resumed, before the first step: the agent
         takes what only a run provides (an imitation agent: its expert and its label data set in the run)."""
+
+    def planning_flops(self, config: AgentConfig | None = None) -> float | None:
+        """Floating-point operations of one planned action with ``config`` (default: the agent's own), for agents
+        whose cost per action is dominated by planning; None for the others. The run loop warns with it before a
+        run whose planning would take hours."""
+        return None
 
     def __init__(self, env: gymnasium.Env, config: AgentConfig, seed: int = 0, device: str | Any = "auto") -> None:
         obs_space, action_space = env.observation_space, env.action_space

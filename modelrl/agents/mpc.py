@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium
 import numpy as np
@@ -37,7 +37,7 @@ class MPCConfig(AgentConfig):
     explore_steps: int = 200
     """Uniform random steps before the first fit (PETS: one random trial; 200 = one Pendulum-v1 episode)."""
     # -- model
-    model: str = "ensemble"  # PETS: probabilistic ensemble ("mlp": one deterministic network, v0.5 / v1.5)
+    model: Literal["ensemble", "mlp"] = "ensemble"  # PETS: probabilistic ensemble ("mlp": one deterministic network, v0.5 / v1.5)
     ensemble_size: int = 5  # PETS Sec. 4: B = 5
     hidden_size: int = 200  # PETS App. A.1 / mbrl-lib gaussian_mlp_ensemble.yaml: 200 units
     num_layers: int = 4  # mbrl-lib gaussian_mlp_ensemble.yaml: 4 hidden layers
@@ -45,7 +45,7 @@ class MPCConfig(AgentConfig):
     """None: learn the reward only where the task has no known reward function."""
     shaped_reward: bool = True
     """Plan with the task's tie-breaking planning reward where it has one (ours; InvertedPendulum-v5's centring term)."""
-    propagation: str = "ts_inf"  # PETS: TS-inf is its main variant (PE-TS)
+    propagation: Literal["ts_inf", "ts1", "mean"] = "ts_inf"  # PETS: TS-inf is its main variant (PE-TS)
     particles: int = 20  # PETS Sec. 4.2: P = 20
     # -- model training
     model_lr: float = 7.5e-4  # mbrl-lib pets_cartpole.yaml: model_lr
@@ -57,7 +57,7 @@ class MPCConfig(AgentConfig):
     refit_every: int = 0
     """0: refit at every episode end (PETS, v1.5); N > 0: every N steps; -1: fit once (v0.5)."""
     # -- planner
-    planner: str = "cem"  # PETS: CEM
+    planner: Literal["cem", "icem", "mppi", "random_shooting", "ilqr"] = "cem"  # PETS: CEM
     horizon: int = 15  # ours for Pendulum-v1 (the true-model planners use 15); PETS App. A.7 uses 25-30 on its tasks
     num_samples: int = 500  # PETS App. A.7: popsize 500
     plan_elites: int = 50  # CEM only; PETS App. A.7: 50 elites
@@ -71,6 +71,7 @@ class MPCConfig(AgentConfig):
     """ours: torch.compile the planner's model rollout. Plans in 0.65x (v1.5) and 0.71x (pets-cpu) of the eager time
     on this project's CPU (docs/benchmarks.md, "Device check"); off until a learning run shows the returns unchanged."""
 
+    LIGHT_PRESET: ClassVar[str | None] = "pets-cpu"  # PETS's design at a laptop's cost (docs/training.md)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # PETS with the paper's settings (the defaults above).
         "pets": {},
@@ -139,6 +140,19 @@ class MPCAgent(Agent):
             wanted["truncated"] = c.truncated
         params = inspect.signature(PLANNERS[c.planner]).parameters
         return {k: v for k, v in wanted.items() if k in params}
+
+    def planning_flops(self, config: MPCConfig | None = None) -> float:
+        """Dense-layer FLOPs of one planned action: iterations x horizon x (samples x particles) model rows, each
+        2 x (in x hidden + (layers - 1) x hidden^2 + hidden x out) with out = the model's outputs (a Gaussian head:
+        mean and log-variance of the next state, and of the reward where it is learned); elementwise work is left out. PETS at the paper's
+        settings on Pendulum-v1: 183 GFLOP (docs/benchmarks.md, "PETS at the paper's settings")."""
+        c = config or self.config
+        targets = self.model.gauss_dim  # the next state, and the reward where it is learned
+        out = 2 * targets if c.model == "ensemble" else targets
+        per_row = 2 * ((self.obs_dim + self.action_dim) * c.hidden_size + (c.num_layers - 1) * c.hidden_size ** 2
+                       + c.hidden_size * out)
+        rows = c.num_samples * (c.particles if c.propagation != "mean" else 1)
+        return float(c.iterations * c.horizon * rows * per_row)
 
     def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
         if not self.fitted:  # nothing learned yet: the base policy

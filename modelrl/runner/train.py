@@ -260,6 +260,8 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     agent = agent_cls(env, agent_config, seed=cfg.seed, device=cfg.device)
+    if ckpt is None:
+        warn_if_planning_is_slow(agent, cfg, config_cls)
     buffer = ReplayBuffer(agent.obs_dim, agent.action_dim, cfg.buffer_capacity, seed=cfg.seed)
     meter = LossMeter()
     explore_rng = np.random.default_rng(cfg.seed + 1)
@@ -406,6 +408,47 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
 
     write_learning_curve(run_dir)
     return agent, run_dir
+
+
+SLOW_ACTION_S = 1.0
+"""Seconds per planned action from which a run is warned before it starts (with the expected time and a lighter
+preset): PETS at the paper's settings plans for several seconds per action on a laptop CPU, hours per run."""
+
+
+def matmul_flops_per_s(n: int = 512, repeats: int = 3) -> float:
+    """This machine's float32 matmul rate on the current torch threads (best of ``repeats`` n x n x n products)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def warn_if_planning_is_slow(agent, cfg: TrainConfig, config_cls: type[AgentConfig]) -> str | None:
+    """Warn before the first step when the agent's planning would cost at least ``SLOW_ACTION_S`` per action here:
+    the FLOPs per action, the seconds it makes on this machine's matmul rate (planning reaches 50-80% of it,
+    docs/benchmarks.md), the hours for this run's planned steps, and the algorithm's lighter preset. Returns it."""
+    flops = agent.planning_flops()
+    if not flops:
+        return None
+    rate = matmul_flops_per_s()
+    per_action = flops / rate
+    if per_action < SLOW_ACTION_S:
+        return None
+    planned = max(0, cfg.steps // (cfg.action_repeat or 1) - agent.config.explore_steps)
+    text = (f"{cfg.algo} with these settings plans with {flops / 1e9:,.0f} GFLOP per action: at least "
+            f"{per_action:.1f} s per action on this machine (its matmul runs at {rate / 1e9:.0f} GFLOP/s), so the "
+            f"{planned:,} planned steps of this run take {per_action * planned / 3600:.1f} h or more, its evaluations "
+            f"besides.")
+    light = config_cls.LIGHT_PRESET
+    if light is not None and light != cfg.preset:
+        cheaper = agent.planning_flops(build_config(config_cls, light, cfg.env))
+        text += (f" For a laptop: --preset {light} ({cheaper / 1e9:,.1f} GFLOP per action, about "
+                 f"{cheaper / rate:.2f} s).")
+    warnings.warn(text, stacklevel=2)
+    return text
 
 
 def _count_env_steps(run_dir: Path, saved: dict, cfg: TrainConfig, ckpt: dict) -> TrainConfig:
