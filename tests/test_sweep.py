@@ -34,6 +34,20 @@ def test_parse_search_space():
             parse_random(bad)
 
 
+def test_key_value_options_have_one_parser():
+    """plan --opt, --expert-opts and sweep --set/--grid read KEY=VALUE the same way (runner.options)."""
+    from modelrl.runner.experts import parse_opts
+    from modelrl.runner.options import parse_assignments
+
+    expected = {"horizon": 20, "model_lr": 1e-3, "compile": True, "planner": "cem", "noise_sigma": [0.5, 0.2]}
+    items = ["horizon=20", "model-lr=1e-3", "compile=true", "planner=cem", "noise_sigma=[0.5, 0.2]"]
+    assert parse_assignments(items, "--opt") == parse_opts(items) == expected
+    assert {k: v[0] for k, v in parse_grid(items[:4]).items()} == {k: expected[k] for k in list(expected)[:4]}
+    for bad in ("horizon", "=3"):
+        with pytest.raises(ValueError, match="--opt takes KEY=VALUE"):
+            parse_assignments([bad], "--opt")
+
+
 def test_random_draws_are_seeded_and_typed():
     space = {"horizon": (5, 30, False), "model_lr": (1e-4, 1e-2, True), "temperature": (0.1, 1.0, False)}
     a, b = draw_random(space, 4, seed=1), draw_random(space, 4, seed=1)

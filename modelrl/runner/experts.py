@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from modelrl.agents.experts import AgentExpert, Expert, HumanExpert, PlannerExpert, parse_expert_spec
 from modelrl.envs import make_env, true_dynamics
+from modelrl.runner.options import parse_assignments
 from modelrl.runner.rundir import load_agent
 from modelrl.runner.plan import resolved_planner_kwargs
 
@@ -36,14 +35,8 @@ OBS_NAMES: dict[str, list[str]] = {
 
 
 def parse_opts(opts: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``("horizon=20", "num_samples=500")`` -> ``{"horizon": 20, "num_samples": 500}`` (values as YAML)."""
-    out = {}
-    for item in opts:
-        if "=" not in item:
-            raise ValueError(f"expert options take KEY=VALUE pairs, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    """``("horizon=20", "num_samples=500")`` -> ``{"horizon": 20, "num_samples": 500}`` (``runner.options``)."""
+    return parse_assignments(opts, "expert options")
 
 
 def resolve_expert(spec: str | None, env_id: str, seed: int = 0, opts: tuple[str, ...] | list[str] = (),

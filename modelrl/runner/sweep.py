@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from modelrl.runner.options import read_value, split_assignment
+
 # TrainConfig fields a sweep may vary; algo, env, steps and seed have their own options
 _LOOP_FIELDS = ("eval_every", "eval_episodes", "checkpoint_every", "buffer_capacity", "action_repeat")
 
@@ -55,7 +57,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for item in items:
         name, values = _split(item, "--grid", "FIELD=V1,V2,...")
-        parsed = [_value(v) for v in values.split(",") if v.strip() != ""]
+        parsed = [read_value(v) for v in values.split(",") if v.strip() != ""]
         if not parsed:
             raise SweepError(f"--grid {item!r} has no values")
         grid[name] = parsed
@@ -74,7 +76,7 @@ def parse_random(items: Sequence[str]) -> dict[str, tuple[float, float, bool]]:
         log = len(parts) == 3 and parts[2] == "log"
         if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
             raise SweepError(f"--random takes FIELD=LOW:HIGH or FIELD=LOW:HIGH:log, got {item!r}")
-        low, high = (_value(p) for p in parts[:2])
+        low, high = (read_value(p) for p in parts[:2])
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
             raise SweepError(f"--random {item!r}: LOW and HIGH must be numbers with LOW < HIGH")
         if log and low <= 0:
@@ -98,22 +100,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _value(text: str) -> Any:
-    """A command-line value as YAML reads it, with ``1e-3`` read as a float (YAML 1.1 wants ``1.0e-3``)."""
-    value = yaml.safe_load(text.strip())
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _split(item: str, flag: str, form: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise SweepError(f"{flag} takes {form}, got {item!r}")
-    name, value = item.split("=", 1)
-    return name.strip().replace("-", "_"), value.strip()
+    try:
+        return split_assignment(item, flag, form)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
 
 
 @dataclasses.dataclass
