@@ -23,16 +23,23 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, RESULTS, machine, md_table, save_results, write_docs_section
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    machine,
+    md_table,
+    save_results,
+    write_docs_section,
+)
 from benchmarks.tdmpc_learning import command, curve
 from modelrl.agents.tdmpc import default_action_repeat
+from modelrl.runner.options import parse_assignments
 
 TASKS = ["cartpole-swingup", "pendulum-swingup", "cup-catch", "finger-spin", "walker-walk", "cheetah-run"]
 REFERENCE = ROOT / "benchmarks" / "reference" / "tdmpc_official_100k.csv"
@@ -198,10 +205,10 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("../runs/tdmpc_dmc"), help="run directories (outside the repo)")
-    parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=JSON")
+    parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=VALUE (YAML values)")
     parser.add_argument("--collect-only", action="store_true")
     args = parser.parse_args()
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_assignments(args.set, "--set")
     if not args.collect_only:
         run_jobs([(t, s) for t in args.tasks for s in args.seeds], args, overrides)
     data = collect(args, overrides)

@@ -26,8 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, machine, md_table, save_results, write_docs_section
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    md_table,
+    save_results,
+    write_docs_section,
+)
 from modelrl.agents.tdmpc import default_action_repeat
+from modelrl.runner.options import parse_assignments
 
 TARGETS = {"Pendulum-v1": -200.0, "dmc:cartpole-swingup": 800.0}  # issue 4's acceptance thresholds
 
@@ -88,7 +95,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="default: the issue's threshold for --env")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side")
     parser.add_argument("--out", type=Path, default=None, help="default: runs/bench_tdmpc_<task>")
-    parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=JSON")
+    parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=VALUE (YAML values)")
     parser.add_argument("--collect-only", action="store_true", help="summarise existing run directories <out>/seed<S>")
     parser.add_argument("--tag", default=None, help="results and docs section named tdmpc_<task>_<tag> (a variant)")
     args = parser.parse_args()
@@ -96,7 +103,7 @@ def main() -> None:
     repeat = args.action_repeat or default_action_repeat(args.env)
     target = args.target if args.target is not None else TARGETS.get(args.env)
     out = args.out or Path(f"runs/bench_tdmpc_{task}")
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_assignments(args.set, "--set")
     runs = {s: out / f"seed{s}" for s in args.seeds}
     if not args.collect_only:
         pending = list(args.seeds)
