@@ -2,7 +2,9 @@
 
 Configs are typed dataclasses parsed by tyro, so every field is a flag; ``modelrl COMMAND --help``
 lists them. ``train`` and ``bench`` are dispatched by hand (the algorithm decides ``train``'s
-fields; ``bench`` passes its arguments to the benchmark script); the rest go through tyro.
+fields; ``bench`` passes its arguments to the benchmark script); the rest go through tyro. Mistyped options and
+names outside an option's fixed choices are refused before tyro parses (``check_options``), in the same form as
+every other bad name: ``Unknown option '--horizn' for modelrl plan. Did you mean --horizon? ...``.
 
 Every command reports a failure the same way (``main``): one ``error: ...`` line, exit status 2 for
 bad input (a value, a file, a name) and 1 for a fault while running (a damaged checkpoint, a full
@@ -15,12 +17,16 @@ import json
 import os
 import sys
 import traceback
+import types
+import typing
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import tyro
 import yaml
+
+from modelrl.types import unknown_name
 
 PlannerName = Literal["mppi", "cem", "icem", "random_shooting", "ilqr", "lqr"]
 
@@ -73,12 +79,13 @@ class PlanArgs:
     """Closed-loop MPC with a planner on an env's true model; prints returns, writes a run directory."""
 
     planner: Annotated[PlannerName, tyro.conf.Positional]
-    """Which planner: mppi, cem, icem, random_shooting, ilqr (lqr needs a linear model)."""
+    """Which planner. lqr needs an env whose true model is linear (LinearDynamics); no built-in env has one."""
     env: str = "Pendulum-v1"
-    """Environment id with a known model (see `modelrl.envs.true_dynamics`)."""
+    """Environment with a known torch model: Pendulum-v1, CartPoleSwingUp-v0 or one of register_true_dynamics."""
     episodes: int = 10
     """Number of episodes; episode i resets with seed + i."""
     seed: int = 0
+    """Seed of the planner's random draws; episode i's environment resets with seed + i."""
     out: Path | None = None
     """Run directory (default runs/<planner>/<env>/<seed>-<time>/)."""
     max_steps: int | None = None
@@ -96,8 +103,8 @@ class PlanArgs:
     num_elites: int | None = None
     """Elites kept (cem) or top-k weighted (mppi)."""
     opt: tuple[str, ...] = ()
-    """Any other planner keyword as KEY=VALUE (e.g. --opt momentum=0.2 noise_beta=2.0)."""
-    no_save: bool = False
+    """Any other planner setting as KEY=VALUE, read as YAML (e.g. --opt momentum=0.2 noise_beta=2.0 compile=true)."""
+    no_save: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
     """Do not write a run directory."""
     device: str = "auto"
     """Where the planner samples and rolls out: auto (CUDA where available), cpu, cuda or cuda:N."""
@@ -105,12 +112,10 @@ class PlanArgs:
 
 def _planner_overrides(args: PlanArgs) -> dict:
     names = ("horizon", "num_samples", "iterations", "temperature", "noise_sigma", "num_elites")
+    from modelrl.runner.options import parse_assignments
+
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    for item in args.opt:
-        if "=" not in item:
-            raise ValueError(f"--opt takes KEY=VALUE pairs, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_assignments(args.opt, "--opt"))  # names and types are checked by run_plan
     return overrides
 
 
@@ -121,12 +126,9 @@ def plan(args: PlanArgs) -> int:
     from modelrl.runner.plan import run_plan
 
     console = Console()
-    try:
-        result = run_plan(args.planner, args.env, episodes=args.episodes, seed=args.seed,
-                          planner_kwargs=_planner_overrides(args), out=args.out, max_steps=args.max_steps,
-                          save=not args.no_save, device=args.device)
-    except TypeError as err:  # a keyword the chosen planner does not take
-        raise ValueError(str(err)) from err
+    result = run_plan(args.planner, args.env, episodes=args.episodes, seed=args.seed,
+                      planner_kwargs=_planner_overrides(args), out=args.out, max_steps=args.max_steps,
+                      save=not args.no_save, device=args.device)
     table = Table(title=f"{args.planner} on {args.env}")
     for col in ("episode", "return", "steps", "ms/action"):
         table.add_column(col, justify="right")
@@ -135,8 +137,11 @@ def plan(args: PlanArgs) -> int:
     import numpy as np
 
     table.add_row("mean", f"{np.mean(result.returns):.1f} ± {np.std(result.returns):.1f}", "",
-                  f"{np.mean(result.ms_per_action):.2f}", style="bold")
+                  f"{result.mean_ms_per_action:.2f}", style="bold")
     console.print(table)
+    if result.compile_s is not None:
+        console.print(f"compile (warm-up): {result.compile_s:.1f} s, the first action's planning time, which "
+                      f"ms/action leaves out", soft_wrap=True)
     if result.run_dir is not None:
         console.print(f"run directory: {result.run_dir} (metrics.csv, summary.json, plots/returns.png)")
     return 0
@@ -159,6 +164,7 @@ class LoopArgs:
     steps: int = 10_000
     """Environment steps to train for (with --action-repeat k the agent acts once every k of them)."""
     seed: int = 0
+    """Seed of the agent (networks, sampling) and the environment (episode resets)."""
     preset: str | None = None
     """Named preset of the algorithm's config (applied before the field flags)."""
     config: Path | None = None
@@ -170,6 +176,7 @@ class LoopArgs:
     eval_every: int = 1000
     """Evaluate every this many environment steps (at the next episode end)."""
     eval_episodes: int = 10
+    """Episodes per evaluation."""
     checkpoint_every: int | None = None
     """Checkpoint every this many environment steps (at episode ends); default: eval_every."""
     action_repeat: int | None = None
@@ -179,7 +186,8 @@ class LoopArgs:
     device: str | None = None
     """auto (CUDA where available, else the CPU; the default), cpu, cuda or cuda:N; with --resume, moves the
     run there (a run resumes on any device)."""
-    no_progress: bool = False
+    no_progress: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """Do not show the progress bar."""
 
 
 def _train_args_type(config_cls, default_config):
@@ -258,7 +266,7 @@ def train_command(argv: list[str]) -> int:
     rest = _without_option(rest, "--config")
     config_cls, _ = agent_classes(algo)
     preset = _option_value(rest, "--preset") or file_cfg["train"].get("preset")
-    from modelrl.agents.base import build_config, check_fields
+    from modelrl.agents.base import RunStopped, build_config, check_fields
 
     if config_path is not None:
         check_fields(config_cls, file_cfg["agent"], f"{config_path}, section agent")
@@ -271,6 +279,7 @@ def train_command(argv: list[str]) -> int:
     if env_id is not None and loop_defaults.get("action_repeat") is None:  # --help shows the value a run would use
         loop_defaults["action_repeat"] = config_cls.default_action_repeat(env_id)
     defaults = args_type(**loop_defaults, agent=default_config)
+    check_options(rest, [LoopArgs, config_cls], f"modelrl train {algo}")
     args = tyro.cli(args_type, args=rest, default=defaults, prog=f"modelrl train {algo}",
                     description=f"Train {algo} (algorithms: {', '.join(AGENTS)}; presets of {algo}: {presets}).")
     from modelrl.runner.rundir import read_run_config
@@ -283,15 +292,12 @@ def train_command(argv: list[str]) -> int:
     cfg = check_train_config(values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}
     try:
-        expert = overrides.get("expert")
         if args.resume is not None and (Path(args.resume) / "config.yaml").exists():
             saved = read_run_config(args.resume)
             saved_algo = saved["train"].get("algo")
             if saved_algo is not None and saved_algo != algo:
                 raise ValueError(f"{args.resume} is a {saved_algo} run; resume it with "
                                  f"`modelrl train {saved_algo} --resume {args.resume}`")
-            expert = saved["agent"].get("expert")
-        progress = not args.no_progress and expert != "human"  # a progress bar would hide the labelling prompt
         resume_steps = None
         if args.resume is not None:  # the run's config.yaml decides; --steps extends it, --device moves it
             resume_steps = args.steps if _option_value(rest, "--steps") is not None else None
@@ -300,14 +306,10 @@ def train_command(argv: list[str]) -> int:
             if given:
                 console.print(f"[yellow]note:[/yellow] ignored with --resume (the run's config.yaml decides them): "
                               f"{escape(', '.join(given))}", soft_wrap=True)
-        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=progress,
+        _, run_dir = train(cfg, overrides=overrides, out=args.out, resume=args.resume, progress=not args.no_progress,
                            device=args.device, steps=resume_steps)
-    except RuntimeError as err:  # a person stopped labelling (LabellingStopped): the run is resumable
-        from modelrl.agents.experts import LabellingStopped
-
-        if not isinstance(err, LabellingStopped):
-            raise
-        console.print(f"[yellow]stopped:[/yellow] {err}")
+    except RunStopped as err:  # stopped on purpose (a person stopped labelling): the run is resumable
+        console.print(f"[yellow]stopped:[/yellow] {escape(str(err))}", soft_wrap=True)
         return RUNTIME_FAULT
     console.print(evaluation_table(run_dir, read_run_config(run_dir)["train"]["eval_episodes"]))
     console.print(f"run directory: {run_dir} (config.yaml, metrics.csv, tb/, checkpoints/, "
@@ -383,7 +385,7 @@ def eval_command(args: EvalArgs) -> int:
 class PlotArgs:
     """Learning curves of runs as PNG: mean and spread over seeds, x in env steps and wall-clock."""
 
-    runs: Annotated[tuple[Path, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
+    runs: Annotated[tuple[Path, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN...")]
     """Run directories, or folders holding runs (searched recursively). Seeds of one setting are averaged."""
     x: Literal["both", "steps", "wall"] = "both"
     """x axis: environment steps, wall-clock seconds, or both side by side."""
@@ -552,11 +554,7 @@ def bench_command(argv: list[str]) -> int:
         return 0
     name = argv[0]
     if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown benchmark {name!r}.{hint} Choose from: {', '.join(names)}.")
+        raise unknown_name("benchmark", name, names)
     return subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *argv[1:]], cwd=benchmarks_dir().parent)
 
 
@@ -564,13 +562,14 @@ def bench_command(argv: list[str]) -> int:
 class DiagnoseArgs:
     """Errors of a run's learned model on fresh random episodes; writes diagnostics.json and a plot."""
 
-    run: Annotated[Path, tyro.conf.Positional]
+    run: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="RUN")]
     """Run directory (from `modelrl train`)."""
     episodes: int = 5
     """Fresh episodes of uniform random actions to test on."""
     k: int = 30
     """Longest open-loop prediction, in steps."""
     seed: int = 12345
+    """Seed of the fresh episodes (their resets and random actions)."""
 
 
 def diagnose(args: DiagnoseArgs) -> int:
@@ -621,15 +620,76 @@ def _dispatch(argv: list[str]) -> int:
         return train_command(argv[1:])
     if argv and argv[0] == "bench":
         return bench_command(argv[1:])
-    args = tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, prog="modelrl", args=argv,
-        description="modelrl: model-based RL, MPC and planning. `modelrl COMMAND --help` lists a command's options.",
-    )
+    if not argv or argv[0].startswith("-"):  # modelrl --help
+        tyro.extras.subcommand_cli_from_dict(
+            COMMANDS, prog="modelrl", args=argv,
+            description="modelrl: model-based RL, MPC and planning. `modelrl COMMAND --help` lists a command's "
+                        "options.",
+        )
+        return BAD_INPUT
+    if argv[0] not in COMMANDS:
+        raise unknown_name("command", argv[0], COMMANDS)
+    # each command parsed on its own: tyro's messages (a value of the wrong type) and --help speak of that command
+    args_type, prog = COMMANDS[argv[0]], f"modelrl {argv[0]}"
+    check_options(argv[1:], [args_type], prog)
+    args = tyro.cli(args_type, args=argv[1:], prog=prog)
     handlers = {PlanArgs: plan, DiagnoseArgs: diagnose, EvalArgs: eval_command, PlotArgs: plot_command,
                 SweepArgs: sweep_command}
-    if type(args) in handlers:
-        return handlers[type(args)](args)
-    raise AssertionError(f"unhandled command {args!r}")
+    return handlers[args_type](args)
+
+
+def check_options(argv: list[str], classes: list[type], prog: str) -> None:
+    """Refuse, in the one error form of every command (``error: Unknown ...``, the closest valid names, exit
+    status 2), what tyro would otherwise refuse in a box of its own: an option that none of the dataclasses
+    ``classes`` (the command's flags) has, a value outside a ``Literal`` field's choices, and a first argument
+    outside the choices of a positional ``Literal`` (``modelrl plan PLANNER``). Values of the wrong type and
+    missing values are left to tyro."""
+    flags: dict[str, Any] = {}
+    positional = []
+    for cls in classes:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for field in dataclasses.fields(cls):
+            tp, marks = hints[field.name], ()
+            if typing.get_origin(tp) is Annotated:
+                tp, *marks = typing.get_args(tp)
+            if any(m is tyro.conf.Positional for m in marks):
+                positional.append((field.name, tp))
+                continue
+            renamed = [m.name for m in marks if isinstance(m, type(tyro.conf.arg())) and m.name]
+            flag = "--" + (renamed[0] if renamed else field.name).replace("_", "-")
+            flags[flag] = tp
+            if tp is bool and not any(m is tyro.conf.FlagCreatePairsOff for m in marks):
+                flags["--no-" + flag[2:]] = bool
+    if positional and argv and not argv[0].startswith("-"):
+        name, tp = positional[0]
+        if _choices(tp) is not None and argv[0] not in _choices(tp):
+            raise unknown_name(name, argv[0], _choices(tp))
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if not arg.startswith("--") or arg == "--help":
+            continue
+        given, eq, value = arg.partition("=")
+        flag = "--" + given[2:].replace("_", "-")
+        if flag not in flags:
+            raise unknown_name("option", given, flags, where=f" for {prog}", cutoff=0.75,
+                               listing=f"`{prog} --help` lists them.")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+        choices = _choices(flags[flag])
+        if choices is not None and value is not None and value not in choices:
+            raise unknown_name("value", value, choices, where=f" for {given}")
+
+
+def _choices(tp) -> list[str] | None:
+    """The values, as written on the command line, that a ``Literal`` (or ``Literal | None``) allows; None for any
+    other type."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    if not any(typing.get_origin(m) is Literal for m in members) or \
+            not all(typing.get_origin(m) is Literal or m is type(None) for m in members):
+        return None
+    return [str(v) for m in members if m is not type(None) for v in typing.get_args(m)] + \
+        (["None"] if type(None) in members else [])
 
 
 if __name__ == "__main__":

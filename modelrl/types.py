@@ -49,3 +49,16 @@ class NonFiniteError(RuntimeError):
         super().__init__(message)
         self.what = what
         self.step = step
+
+
+def unknown_name(kind: str, name: str, choices, *, where: str = "", listing: str | None = None,
+                 cutoff: float = 0.4) -> ValueError:
+    """The error for a name that is none of ``choices``, in the one form every command uses:
+    ``Unknown KIND 'NAME'WHERE. Did you mean A, B? Choose from: ...`` (``listing`` replaces the list)."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=cutoff)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    tail = f"Choose from: {', '.join(choices)}." if listing is None else listing
+    return ValueError(f"Unknown {kind} {name!r}{where}.{hint} {tail}")

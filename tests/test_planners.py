@@ -6,6 +6,7 @@ import torch
 from modelrl.envs import LinearDynamics, PendulumDynamics, make_env
 from modelrl.planners import CEM, ILQR, LQR, MPPI, PLANNERS, RandomShooting, make_planner, rollout_returns
 from modelrl.planners.sampling import colored_noise
+from modelrl.types import NonFiniteError
 
 UNIT = (np.array([-1.0]), np.array([1.0]))
 SAMPLING = [RandomShooting, CEM, MPPI]
@@ -321,8 +322,8 @@ def test_sampling_core_refits_towards_the_optimum_of_each_problem_and_scores_ext
 @pytest.mark.parametrize("cls", SAMPLING)
 def test_non_finite_returns_rank_as_the_worst(cls):
     """A diverging model: returns are NaN (or inf) for actions above 0.2. torch.topk ranks NaN first; the core
-    scores non-finite returns as the worst, so the plan stays finite and below 0.2; when every candidate
-    diverges the plan is still finite."""
+    scores non-finite returns as the worst, so the plan stays finite and below 0.2. When every candidate's return
+    is NaN or inf there is nothing to plan with: a NonFiniteError names the model and the first step."""
     class Diverging:
         def __init__(self, everywhere=False):
             self.everywhere = everywhere
@@ -335,8 +336,10 @@ def test_non_finite_returns_rank_as_the_worst(cls):
 
     plan = cls(Diverging(), UNIT, horizon=3, num_samples=128, seed=0).plan(np.zeros(1, dtype=np.float32))
     assert torch.isfinite(plan).all() and plan[0, 0].item() <= 0.2 + 1e-6
-    plan = cls(Diverging(everywhere=True), UNIT, horizon=3, num_samples=64, seed=0).plan(np.zeros(1, dtype=np.float32))
-    assert torch.isfinite(plan).all()
+    with pytest.raises(NonFiniteError, match=rf"{cls.__name__}: Diverging.step returned a non-finite reward \(NaN or "
+                                             r"inf\) for every one of the \d+ candidate action sequences at the first "
+                                             r"step, from state \[0.0\]"):
+        cls(Diverging(everywhere=True), UNIT, horizon=3, num_samples=64, seed=0).plan(np.zeros(1, dtype=np.float32))
 
 
 def test_truncated_normal_candidates_stay_inside_the_bounds_without_piling_on_them():
@@ -358,3 +361,58 @@ def test_truncated_normal_candidates_stay_inside_the_bounds_without_piling_on_th
             assert on_bound > 0.3  # P(N(0.8, 0.5) > 1) = 0.34: all of it on the bound
     with pytest.raises(ValueError, match="white Gaussian"):
         SamplingSettings(num_samples=4, truncated=True, noise_beta=2.0)
+
+
+class RewardColumn:
+    """reward [B, 1] instead of [B]"""
+
+    def step(self, s, a):
+        return s, -(a**2)
+
+
+class NumpyModel:
+    def step(self, s, a):
+        return s.numpy(), -(a[:, 0] ** 2).numpy()
+
+
+class WideState:
+    def step(self, s, a):
+        return torch.cat([s, s], dim=1), -(a[:, 0] ** 2)
+
+
+class OnlyState:
+    def step(self, s, a):
+        return s
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_model_output_checked_against_the_dynamics_contract(cls):
+    """What a model returns is checked on the first step of every rollout (sampling planners and iLQR): one line
+    naming the model class, the shapes it was given, what it returned and what was expected."""
+    rows = r"\d+" if cls is not ILQR else "1"
+    planner = lambda model: cls(model, UNIT, horizon=4, seed=0)  # noqa: E731
+    state = np.zeros(1, dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"^RewardColumn.step\(state\[{rows}, 1\], action\[{rows}, 1\]\) returned a "
+                                         rf"reward of shape \[{rows}, 1\]; expected \[{rows}\] \(one reward per row: "
+                                         r"reward.squeeze\(-1\)"):
+        planner(RewardColumn()).plan(state)
+    with pytest.raises(TypeError, match=rf"NumpyModel.step.* returned a next_state of type numpy.ndarray of shape "
+                                        rf"\[{rows}, 1\]; expected a torch.Tensor \[{rows}, 1\]"):
+        planner(NumpyModel()).plan(state)
+    with pytest.raises(ValueError, match=rf"WideState.step.* returned a next_state of shape \[{rows}, 2\]; expected "
+                                         rf"\[{rows}, 1\] \(the shape of the state it was given\)"):
+        planner(WideState()).plan(state)
+    with pytest.raises(TypeError, match=r"OnlyState.step.* returned torch.Tensor of shape .*; expected a pair"):
+        planner(OnlyState()).plan(state)
+
+
+def test_ilqr_non_finite_initial_rollout_names_the_model_and_the_step():
+    class BlowsUp:
+        """x' = 1e30 x + 1 in float32: finite after the first step, inf (its reward -inf) at the second."""
+
+        def step(self, s, a):
+            return s * 1e30 + 1.0, -(s[:, 0] ** 2) - (a[:, 0] ** 2)
+
+    with pytest.raises(NonFiniteError, match=r"ILQR: the rollout of the action sequence through BlowsUp from state "
+                                             r"\[1.0\] went NaN or inf at step 2 of 5"):
+        ILQR(BlowsUp(), UNIT, horizon=5, seed=0).plan(np.ones(1, dtype=np.float32))

@@ -1,13 +1,13 @@
 """Algorithms behind one Agent interface; ``make(name, env, ...)`` builds one by name."""
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any
 
 import gymnasium
 
 from modelrl.agents.base import Agent, AgentConfig, build_config
+from modelrl.types import unknown_name
 
 # name -> (module, config class, agent class); imported on first use so `import modelrl` stays light
 AGENTS: dict[str, tuple[str, str, str]] = {
@@ -23,9 +23,7 @@ AGENTS: dict[str, tuple[str, str, str]] = {
 def agent_classes(name: str) -> tuple[type[AgentConfig], type[Agent]]:
     """The (config, agent) classes registered as ``name``; unknown names list the valid ones."""
     if name not in AGENTS:
-        close = difflib.get_close_matches(name, list(AGENTS), n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown algorithm {name!r}.{hint} Choose from: {', '.join(AGENTS)}.")
+        raise unknown_name("algorithm", name, AGENTS)
     module, config_name, agent_name = AGENTS[name]
     mod = importlib.import_module(module)
     return getattr(mod, config_name), getattr(mod, agent_name)

@@ -1,6 +1,7 @@
 """The Planner interface and the rollout every sampling planner scores its candidates with."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Callable
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from modelrl.device import compiled, generator_state, load_generator_state
 from modelrl.planners.sampling import warm_start
-from modelrl.types import Dynamics, as_tensor, fresh_seed, terminal_fn
+from modelrl.types import Dynamics, NonFiniteError, as_tensor, fresh_seed, terminal_fn
 
 
 def action_bounds(action_space) -> tuple[np.ndarray, np.ndarray]:
@@ -72,16 +73,17 @@ def batched_rollout_returns(
     is_terminal = terminal_fn(dynamics)
     # Per-step work is the model's step and nothing else (eager torch pays ~3 us per op on 1000 rows,
     # so the planner's own ops are kept out of the loop): the rewards are summed once at the end.
-    rewards = []
-    alive = None
-    for a_t in steps.unbind(0):
+    # The first step's output is checked against the Dynamics contract (once per rollout, see checked_step).
+    first, *rest = steps.unbind(0)
+    s, r = checked_step(dynamics, s, first)
+    rewards = [r]
+    alive = None if is_terminal is None else (~is_terminal(s)).to(r.dtype)
+    for a_t in rest:
         s, r = dynamics.step(s, a_t)
         if alive is not None:
             r = r * alive
+            alive = alive * (~is_terminal(s)).to(r.dtype)
         rewards.append(r)
-        if is_terminal is not None:
-            live = (~is_terminal(s)).to(r.dtype)
-            alive = live if alive is None else alive * live
     stacked = torch.stack(rewards, dim=0)  # [H, rows]
     if gamma == 1.0:
         total = stacked.sum(0)
@@ -93,6 +95,93 @@ def batched_rollout_returns(
         total = total + gamma**horizon * (v if alive is None else v * alive)
     total = total.view(b, n, particles)
     return total.mean(2) if particles > 1 else total[..., 0]
+
+
+class DynamicsTypeError(TypeError, ValueError):
+    """A model whose ``step`` returned something other than a pair of tensors. A TypeError, and a ValueError too:
+    the command line reports it as bad input (a model of the user's), not as a bug of modelrl's."""
+
+
+def checked_step(dynamics: Dynamics, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+    """``dynamics.step(state, action)`` with its output held to the ``Dynamics`` contract: a pair of tensors,
+    ``next_state`` of the shape of ``state`` and one reward per row. Anything else is a ``DynamicsTypeError`` (not
+    tensors) or a ValueError (a shape) naming the model, what it was given, what it returned and what was
+    expected. Rollouts call it on their first step only: a few attribute look-ups per rollout, none per step."""
+    out = dynamics.step(state, action)
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        next_state, reward = out
+        if isinstance(next_state, Tensor) and isinstance(reward, Tensor) and next_state.shape == state.shape \
+                and reward.shape == state.shape[:1]:
+            return next_state, reward
+    raise _contract_error(dynamics, state, action, out)
+
+
+def _contract_error(dynamics: Dynamics, state: Tensor, action: Tensor, out) -> Exception:
+    """What is wrong with ``out``, the output of ``dynamics.step(state, action)`` (``checked_step``)."""
+    call = f"{type(dynamics).__name__}.step(state{list(state.shape)}, action{list(action.shape)})"
+    expected = {"next_state": list(state.shape), "reward": [state.shape[0]]}
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        return DynamicsTypeError(f"{call} returned {_describe(out)}; expected a pair "
+                                 f"(next_state{expected['next_state']}, reward{expected['reward']}) of torch tensors")
+    for what, value in zip(expected, out):
+        if not isinstance(value, Tensor):
+            return DynamicsTypeError(f"{call} returned a {what} of type {_describe(value)}; expected a torch.Tensor "
+                                     f"{expected[what]} (torch.as_tensor(x, dtype=state.dtype, device=state.device))")
+        if list(value.shape) != expected[what]:
+            hint = "the shape of the state it was given"
+            if what == "reward":
+                hint = "one reward per row" + (": reward.squeeze(-1) drops the last dimension" if value.ndim == 2
+                                               else "; squeeze(-1), not squeeze(), keeps it for a batch of one"
+                                               if value.ndim == 0 else "")
+            return ValueError(f"{call} returned a {what} of shape {list(value.shape)}; expected {expected[what]} "
+                              f"({hint})")
+    raise AssertionError("checked_step found no fault")  # unreachable: called on a fault only
+
+
+def _describe(value) -> str:
+    """``numpy.ndarray of shape [1000, 3]``, ``float``, ...: a value's type, and its shape where it has one."""
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    shape = getattr(value, "shape", None)
+    return f"{name} of shape {list(shape)}" if shape is not None else name
+
+
+def non_finite_rollout_error(dynamics: Dynamics, states: Tensor, actions: Tensor, problem: int,
+                             planner: str = "the planner") -> NonFiniteError:
+    """The error for a plan none of whose candidates has a finite return, for problem ``problem`` of
+    ``states[B, S]``, ``actions[H, B, N, A]``. The rollout of that problem is stepped again (this is the error
+    path) to say where it went non-finite: at the first step already (a model broken at this state) or later (a
+    rollout that diverges over the horizon)."""
+    horizon, _, n, _ = actions.shape
+    particles = int(getattr(dynamics, "particles", 1))
+    steps = actions[:, problem].repeat_interleave(particles, dim=1) if particles > 1 else actions[:, problem]
+    s = states[problem].expand(steps.shape[1], -1)
+    first = torch.full((steps.shape[1],), horizon + 1)  # the step at which each row went non-finite
+    what = ""
+    for t, a_t in enumerate(steps.unbind(0)):
+        s, r = dynamics.step(s, a_t)
+        bad_state, bad_reward = ~torch.isfinite(s).all(-1).cpu(), ~torch.isfinite(r).cpu()
+        if t == 0 and bool((bad_state | bad_reward).all()):
+            what = "next state" if bool(bad_state.all()) else "reward" if bool(bad_reward.all()) else \
+                "next state or reward"
+        first = torch.where((bad_state | bad_reward) & (first > horizon), t + 1, first)
+    name, start = type(dynamics).__name__, f"from state {states[problem].tolist()}"
+    sequences = f"every one of the {n} candidate action sequences" if n > 1 else "the action sequence"
+    if what:
+        cause = (f"{name}.step returned a non-finite {what} (NaN or inf) for {sequences} at the first step, {start}: "
+                 f"the model is broken at this state (NaN weights, a division by zero, an input far outside what it "
+                 f"was fitted on)")
+    elif bool((first <= horizon).all()):
+        low, high = int(first.min()), int(first.max())
+        when = f"between steps {low} and {high}" if low < high else f"at step {low}"
+        cause = (f"the rollout of {sequences} through {name} {start} went NaN or inf {when} of {horizon}: the model "
+                 f"diverges over the horizon (a shorter horizon, or a model that stays bounded)")
+    else:
+        cause = (f"the return of {sequences} through {name} {start} is NaN or inf, though the model's steps are "
+                 f"finite (the terminal value, or overflow in the sum)")
+    tolerated = " Some non-finite candidates are tolerated (they rank as the worst); with none finite there is " \
+                "nothing to plan with." if n > 1 else ""
+    return NonFiniteError(f"{planner}: {cause}.{tolerated}", what="model prediction")
 
 
 class Planner(ABC):
@@ -226,8 +315,18 @@ class Planner(ABC):
 
     def returns(self, states: Tensor, actions: Tensor) -> Tensor:
         """Discounted return ``[B, N]`` of ``actions[H, B, N, A]`` from ``states[B, S]`` through the
-        planner's dynamics, plus gamma^H V(s_H) where the planner has a ``terminal_value``."""
-        return self._rollout(self.dynamics, states, actions, self.gamma, self.terminal_value)
+        planner's dynamics, plus gamma^H V(s_H) where the planner has a ``terminal_value``.
+
+        Candidates whose return is NaN or inf are left so (the sampling core ranks them as the worst); a problem
+        none of whose candidates has a finite return is a ``NonFiniteError`` that names the model and where the
+        rollouts went non-finite. The check is one sum per rollout (any NaN or inf makes it non-finite; so may an
+        overflow, which the closer look then clears), outside a compiled rollout."""
+        total = self._rollout(self.dynamics, states, actions, self.gamma, self.terminal_value)
+        if not math.isfinite(total.sum().item()):
+            dead = torch.nonzero(~torch.isfinite(total).any(1)).flatten().tolist()
+            if dead:
+                raise non_finite_rollout_error(self.dynamics, states, actions, dead[0], type(self).__name__)
+        return total
 
     def _check_state(self, state) -> tuple[Tensor, bool]:
         """``states[B, S]`` on the planner's device, and whether the caller gave one state ``[S]``."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modelrl.planners.base import Planner
+from modelrl.planners.base import Planner, checked_step, non_finite_rollout_error
 from modelrl.types import Dynamics
 
 
@@ -173,7 +173,8 @@ class ILQR(Planner):
         cost = torch.zeros((), dtype=self.dtype, device=self.device)
         x = state[None]
         for t in range(self.horizon):
-            x, r = self.dynamics.step(x, actions[t][None])
+            u = actions[t][None]
+            x, r = checked_step(self.dynamics, x, u) if t == 0 else self.dynamics.step(x, u)
             cost = cost - self.discount[t] * r[0]
             xs.append(x[0])
         return torch.stack(xs), cost
@@ -338,7 +339,7 @@ class ILQR(Planner):
         for t in range(self.horizon):
             u = us[t] + self.alphas[:, None] * k[t] + (x - xs[t]) @ K[t].T
             u = self.clamp(u)
-            x, r = self.dynamics.step(x, u)
+            x, r = checked_step(self.dynamics, x, u) if t == 0 else self.dynamics.step(x, u)
             cost = cost - self.discount[t] * r
             states.append(x)
             actions.append(u)
@@ -347,8 +348,8 @@ class ILQR(Planner):
     def _optimize(self, state: Tensor, init: Tensor) -> Tensor:
         us = self.clamp(init)
         xs, cost = self._trajectory(state, us)
-        if not bool(torch.isfinite(cost)):
-            raise ValueError("ILQR: the initial rollout gives a non-finite cost; check the dynamics and state")
+        if not bool(torch.isfinite(cost)):  # where it went non-finite, and why, named by the error
+            raise non_finite_rollout_error(self.dynamics, state[None], us[:, None, None], 0, "ILQR")
         mu, delta = self.mu_init, 1.0  # reset each call: the warm start already carries the progress
         k_prev = np.zeros(tuple(us.shape))
         derivatives = None

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelrl.agents.base import check_fields
 from modelrl.device import resolve_device
 from modelrl.envs import make_env, true_dynamics
-from modelrl.planners import make_planner
+from modelrl.planners import is_linear, make_planner, planner_key, planner_settings
 from modelrl.runner.rundir import (MetricsWriter, atomic_write_text, create_run_dir, default_run_dir, progress_bar,
                                    save_config)
 
@@ -35,11 +36,20 @@ class PlanResult:
     returns: list[float]
     lengths: list[int]
     ms_per_action: list[float]
+    """Planning time per action of each episode; with ``compile``, episode 0's leaves out its first action."""
     run_dir: Path | None
+    compile_s: float | None = None
+    """With ``compile``: the first action's planning time, which holds the torch.compile warm-up (else None)."""
 
     @property
     def mean_return(self) -> float:
         return float(np.mean(self.returns))
+
+    @property
+    def mean_ms_per_action(self) -> float:
+        """The mean over episodes of ``ms_per_action`` (NaN only where no action but the warm-up was timed)."""
+        timed = [ms for ms in self.ms_per_action if not np.isnan(ms)]
+        return float(np.mean(timed)) if timed else float("nan")
 
 
 def resolved_planner_kwargs(planner: str, env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -72,13 +82,20 @@ def run_plan(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if threads is not None:
         torch.set_num_threads(threads)  # small batched ops: one thread avoids sync overhead
-    kwargs = resolved_planner_kwargs(planner, env_id, planner_kwargs or {})
+    planner = planner_key(planner)
+    # names and types of the settings, checked as every config is (unknown names suggest the closest valid one)
+    kwargs = check_fields(planner_settings(planner), resolved_planner_kwargs(planner, env_id, planner_kwargs or {}))
     bad = [f"{k}={v}" for k, v in kwargs.items() if isinstance(v, float) and not np.isfinite(v)]
     if bad:
         raise ValueError(f"planner settings must be finite numbers, got {', '.join(bad)}")
-    env = make_env(env_id, seed=seed)
     dynamics = true_dynamics(env_id)
+    if planner == "lqr" and not is_linear(dynamics):
+        raise ValueError(f"lqr needs an env whose true model is linear with a quadratic cost (matrices A, B, Q, R, "
+                         f"such as LinearDynamics registered with modelrl.envs.register_true_dynamics); {env_id}'s "
+                         f"model {type(dynamics).__name__} is not, nor is any built-in env's: use ilqr")
+    env = make_env(env_id, seed=seed)
     agent = make_planner(planner, dynamics, env.action_space, seed=seed, device=resolve_device(device), **kwargs)
+    warm_up = bool(kwargs.get("compile", False))  # the first action compiles the rollout: timed apart
     limit = max_steps or (env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000)
 
     run_dir = None
@@ -100,11 +117,15 @@ def run_plan(
             obs, _ = env.reset(seed=seed + ep)
             agent.reset()
             rewards: list[float] = []
-            plan_time = 0.0
+            plan_time, timed = 0.0, 0
             for _ in range(limit):
                 t0 = time.perf_counter()
                 action = agent.act(obs)
-                plan_time += time.perf_counter() - t0
+                if warm_up and result.compile_s is None:
+                    result.compile_s = time.perf_counter() - t0
+                else:
+                    plan_time += time.perf_counter() - t0
+                    timed += 1
                 obs, reward, terminated, truncated, _ = env.step(action)
                 rewards.append(float(reward))
                 bar.advance(task)
@@ -115,7 +136,7 @@ def run_plan(
             ret = float(np.sum(rewards))
             result.returns.append(ret)
             result.lengths.append(len(rewards))
-            result.ms_per_action.append(1000.0 * plan_time / len(rewards))
+            result.ms_per_action.append(1000.0 * plan_time / timed if timed else float("nan"))
             step_rewards.append(rewards)
             bar.update(task, description=f"{planner} on {env_id}: episode {ep + 1} return {ret:.1f}")
             if writer is not None:
@@ -127,7 +148,8 @@ def run_plan(
         writer.close()
         summary = {"planner": planner, "env": env_id, "mean_return": result.mean_return,
                    "std_return": float(np.std(result.returns)), "returns": result.returns,
-                   "ms_per_action": float(np.mean(result.ms_per_action)), "planner_kwargs": kwargs}
+                   "ms_per_action": result.mean_ms_per_action, "compile_s": result.compile_s,
+                   "planner_kwargs": kwargs}
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         plot_plan(run_dir / "plots" / "returns.png", step_rewards, f"{planner} on {env_id}")
     return result
