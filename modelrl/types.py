@@ -51,14 +51,25 @@ class NonFiniteError(RuntimeError):
         self.step = step
 
 
+def suggestions(name: str, choices, n: int = 3, cutoff: float = 0.4) -> list[str]:
+    """The ``choices`` closest to a mistyped ``name`` (at most ``n``; difflib's similarity at least ``cutoff``): the
+    one place every "did you mean" of the package comes from."""
+    import difflib
+
+    return difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=cutoff)
+
+
+def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.4) -> str:
+    """``" Did you mean A, B?"`` for the ``suggestions``, or ``""`` when none is close."""
+    close = suggestions(name, choices, n, cutoff)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def unknown_name(kind: str, name: str, choices, *, where: str = "", listing: str | None = None,
                  cutoff: float = 0.4) -> ValueError:
     """The error for a name that is none of ``choices``, in the one form every command uses:
     ``Unknown KIND 'NAME'WHERE. Did you mean A, B? Choose from: ...`` (``listing`` replaces the list)."""
-    import difflib
-
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=cutoff)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, choices, cutoff=cutoff)
     tail = f"Choose from: {', '.join(choices)}." if listing is None else listing
     return ValueError(f"Unknown {kind} {name!r}{where}.{hint} {tail}")

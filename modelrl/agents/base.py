@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import os
@@ -17,6 +16,7 @@ import gymnasium
 import numpy as np
 
 from modelrl.device import resolve_device
+from modelrl.types import suggestions, unknown_name
 
 
 @dataclasses.dataclass
@@ -52,10 +52,8 @@ def build_config(cls: type[AgentConfig], preset: str | None = None, env_id: str 
     values: dict[str, Any] = dict(cls.task_defaults(env_id))
     if preset is not None:
         if preset not in cls.PRESETS:
-            close = difflib.get_close_matches(preset, list(cls.PRESETS), n=3, cutoff=0.4)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"Unknown preset {preset!r} for {cls.__name__}.{hint} "
-                             f"Presets: {', '.join(cls.PRESETS) or 'none'}.")
+            raise unknown_name("preset", preset, cls.PRESETS, where=f" for {cls.__name__}",
+                               listing=f"Presets: {', '.join(cls.PRESETS) or 'none'}.")
         values.update(cls.PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if k not in cls.LEGACY_FIELDS})
     return cls(**check_fields(cls, values))
@@ -76,7 +74,7 @@ def check_fields(cls: type, values: Mapping[str, Any], where: str | None = None)
     if unknown:
         names = []
         for name in unknown:
-            close = difflib.get_close_matches(str(name), sorted(hints), n=1, cutoff=0.5)
+            close = suggestions(name, sorted(hints), n=1, cutoff=0.5)
             names.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(f"{prefix}Unknown field(s) {', '.join(names)} for {cls.__name__}. "
                          f"Valid fields: {', '.join(sorted(hints))}.")

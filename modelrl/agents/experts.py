@@ -12,7 +12,6 @@ checkpoint) or presets is the runner's job (``modelrl.runner.experts``).
 """
 from __future__ import annotations
 
-import difflib
 import sys
 from abc import ABC, abstractmethod
 from typing import Any, TextIO
@@ -21,6 +20,7 @@ import numpy as np
 
 from modelrl.agents.base import RunStopped
 from modelrl.planners import PLANNERS, make_planner
+from modelrl.types import unknown_name
 
 
 class BadLabelError(ValueError):
@@ -200,6 +200,4 @@ def parse_expert_spec(spec: str | None) -> tuple[str, str | None]:
     if key in PLANNERS and key != "lqr":
         return "planner", key
     choices = expert_choices()
-    close = difflib.get_close_matches(spec, choices, n=2, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown expert {spec!r}.{hint} Choose from: {', '.join(choices)}.")
+    raise unknown_name("expert", spec, choices, cutoff=0.5)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from modelrl.agents.base import Agent, AgentConfig, charge, clocks, new_timing, timing_columns
 from modelrl.device import compiled, generator_state, load_generator_state, resolve_device
+from modelrl.models.layers import EnsembleMLP, uniform_fan_in_
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3 sac/policies.py and softlearning: clip of the policy's log std
 
@@ -98,59 +99,28 @@ def validate_sac_config(c: SACConfig) -> None:
 
 
 # -- networks ---------------------------------------------------------------------------------
-def _uniform_(t: Tensor, fan_in: int, gen: torch.Generator) -> None:
-    """PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases (SB3's init)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():  # drawn on the CPU generator, so a seed gives the same weights on every device
-        t.copy_(torch.empty(t.shape).uniform_(-bound, bound, generator=gen))
-
-
-class TwinQ(nn.Module):
-    """N critics Q_i(s, a) evaluated together: weights ``[N, in, out]``, one batched matmul per layer."""
+class TwinQ(EnsembleMLP):
+    """N critics Q_i(s, a) evaluated together: weights ``[N, in, out]``, one batched matmul per layer
+    (``EnsembleMLP``), ReLU; optional LayerNorm and dropout in the hidden layers (RLPD, DroQ)."""
 
     def __init__(self, in_dim: int, hidden: int, layers: int, num_q: int = 2, layernorm: bool = False,
                  dropout: float = 0.0) -> None:
-        super().__init__()
-        sizes = [in_dim] + [hidden] * layers + [1]
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_q, i, o)) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.biases = nn.ParameterList(nn.Parameter(torch.empty(num_q, 1, o)) for o in sizes[1:])
-        self.layernorm, self.dropout = layernorm, float(dropout)
-        if layernorm:
-            self.ln_weight = nn.ParameterList(nn.Parameter(torch.ones(num_q, 1, hidden)) for _ in range(layers))
-            self.ln_bias = nn.ParameterList(nn.Parameter(torch.zeros(num_q, 1, hidden)) for _ in range(layers))
-        self.hidden = hidden
+        # bias_in_matmul=False: bmm, then + bias, measured faster than baddbmm on CPU
+        super().__init__([in_dim] + [hidden] * layers + [1], num_q, "relu", layernorm=layernorm, dropout=dropout,
+                         bias_in_matmul=False)
+        self.legacy_names = {  # parameter names before EnsembleMLP
+            **{f"{kind}.{i}": f"layers.{i}.{new}" for kind, new in (("weights", "weight"), ("biases", "bias"))
+               for i in range(layers + 1)},
+            **{f"{kind}.{i}": f"norms.{i}.{new}" for kind, new in (("ln_weight", "weight"), ("ln_bias", "bias"))
+               for i in range(layers if layernorm else 0)}}
 
     def reset_parameters(self, gen: torch.Generator) -> None:
-        for w, b in zip(self.weights, self.biases):
-            _uniform_(w, w.shape[1], gen)
-            _uniform_(b, w.shape[1], gen)
-        if self.layernorm:
-            with torch.no_grad():
-                for g, b in zip(self.ln_weight, self.ln_bias):
-                    g.fill_(1.0)
-                    b.zero_()
+        """PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases (SB3's init)."""
+        super().reset_parameters(gen)
 
     def forward(self, x: Tensor, params: list[Tensor] | None = None) -> Tensor:
-        """``x[B, in]`` -> ``Q[N, B]``. ``params`` (e.g. detached weights) replace the module's own."""
-        ws, bs = (self.weights, self.biases) if params is None else params[:2]
-        lw, lb = (getattr(self, "ln_weight", None), getattr(self, "ln_bias", None)) if params is None else params[2:4]
-        last = len(ws) - 1
-        h = torch.matmul(x, ws[0]) + bs[0]  # x is shared by the N critics
-        for i in range(last + 1):
-            if i > 0:
-                h = torch.bmm(h, ws[i]) + bs[i]  # measured faster than baddbmm on CPU
-            if i < last:
-                if self.dropout > 0.0:
-                    h = F.dropout(h, self.dropout, self.training)
-                if self.layernorm:
-                    h = torch.addcmul(lb[i], F.layer_norm(h, (self.hidden,)), lw[i])
-                h = F.relu(h)
-        return h.squeeze(-1)
-
-    def detached_params(self) -> list:
-        """The parameters cut from autograd (no copy), for the actor loss: its gradient must not move the critics."""
-        ln = ([p.detach() for p in self.ln_weight], [p.detach() for p in self.ln_bias]) if self.layernorm else (None, None)
-        return [[w.detach() for w in self.weights], [b.detach() for b in self.biases], *ln]
+        """``x[B, in]`` -> ``Q[N, B]``. ``params`` (e.g. ``detached_params()``) replace the module's own."""
+        return super().forward(x, params=params).squeeze(-1)  # x is shared by the N critics
 
 
 class GaussianActor(nn.Module):
@@ -165,8 +135,8 @@ class GaussianActor(nn.Module):
 
     def reset_parameters(self, gen: torch.Generator) -> None:
         for layer in [*self.body, self.head]:
-            _uniform_(layer.weight, layer.in_features, gen)
-            _uniform_(layer.bias, layer.in_features, gen)
+            uniform_fan_in_(layer.weight, layer.in_features, gen)  # SB3's init (PyTorch's nn.Linear default)
+            uniform_fan_in_(layer.bias, layer.in_features, gen)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         h = obs
@@ -298,10 +268,21 @@ class SAC:
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = state["optimizer"]
+        if any(name in self.critic.legacy_names for name in state["critic"]):
+            optimizer = self._renumbered(optimizer, list(state["critic"]))
+        self.optimizer.load_state_dict(optimizer)
         load_generator_state(self.gen, state["gen"])
         load_generator_state(self._init_gen, state["init_gen"])
         self.updates = int(state["updates"])
+
+    def _renumbered(self, optimizer: dict[str, Any], old_critic: list[str]) -> dict[str, Any]:
+        """An optimiser state written before EnsembleMLP, whose critic parameters came in another order
+        (all weights, all biases, LayerNorm weights, LayerNorm biases): its entries moved to the present order."""
+        first = sum(1 for _ in self.actor.parameters())
+        now = [name for name, _ in self.critic.named_parameters()]
+        moved = {first + i: first + now.index(self.critic.legacy_names[name]) for i, name in enumerate(old_critic)}
+        return {**optimizer, "state": {moved.get(i, i): s for i, s in optimizer["state"].items()}}
 
 
 def batch_to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> tuple[Tensor, ...]:

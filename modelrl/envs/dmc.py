@@ -4,13 +4,14 @@ dm_control is imported lazily (inside functions) so ``import modelrl`` stays fas
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
+from modelrl.types import did_you_mean
 
 DMC_PREFIX = "dmc:"
 # Short domain names accepted beside the suite's own, as the TD-MPC code and results files spell them
@@ -46,8 +47,8 @@ def parse_dmc_id(env_id: str) -> tuple[str, str]:
     table.update({f"{alias}-{t}": (d, t) for alias, d in DOMAIN_ALIASES.items() for t in suite.TASKS_BY_DOMAIN[d]})
     if name in table:
         return table[name]
-    close = difflib.get_close_matches(f"{DMC_PREFIX}{name}", dmc_task_ids(), n=5, cutoff=0.5)
-    hint = f"Did you mean {', '.join(close)}?" if close else "See dm_control.suite.ALL_TASKS."
+    hint = did_you_mean(f"{DMC_PREFIX}{name}", dmc_task_ids(), n=5, cutoff=0.5).strip() or \
+        "See dm_control.suite.ALL_TASKS."
     domain = name.rsplit("-", 1)[0]
     if domain in suite.TASKS_BY_DOMAIN:
         tasks = ", ".join(suite.TASKS_BY_DOMAIN[domain])

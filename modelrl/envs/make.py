@@ -6,7 +6,6 @@ finite (and that a reward is one number).
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import gymnasium
@@ -15,7 +14,7 @@ from gymnasium import spaces
 
 import modelrl.envs.cartpole  # noqa: F401  (registers CartPoleSwingUp-v0 with gymnasium)
 from modelrl.envs.dmc import DMC_PREFIX, DMCEnv, dmc_task_ids, parse_dmc_id
-from modelrl.types import NonFiniteError
+from modelrl.types import NonFiniteError, did_you_mean
 
 
 class NonFiniteObservationError(NonFiniteError):
@@ -176,8 +175,7 @@ def _unknown_id_error(env_id: str) -> ValueError:
         candidates += dmc_task_ids()
     except ImportError:
         pass
-    close = difflib.get_close_matches(env_id, candidates, n=5, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(env_id, candidates, n=5, cutoff=0.6)
     return ValueError(
         f"Unknown environment id {env_id!r}.{hint} Use a Gymnasium id (e.g. 'Pendulum-v1') or "
         "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup')."

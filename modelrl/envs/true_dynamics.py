@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modelrl.types import did_you_mean
+
 
 class PendulumDynamics:
     """Gymnasium's Pendulum-v1: obs (cos th, sin th, thdot), torque = 2 * action.
@@ -102,10 +104,7 @@ def register_true_dynamics(env_id: str, factory: Callable[[], object]) -> None:
 def true_dynamics(env_id: str):
     """The known torch model of ``env_id`` (normalised actions, flat observations)."""
     if env_id not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(env_id, list(_REGISTRY))
         raise ValueError(
             f"No true dynamics for {env_id!r}.{hint} Known: {', '.join(sorted(_REGISTRY))}. "
             "Use a learned model, or register_true_dynamics(env_id, factory)."

@@ -1,8 +1,9 @@
 """Deterministic MLP and probabilistic ensemble dynamics models: one batched implementation.
 
 The model maps a normalised ``[s, a]`` to the normalised target ``[s' - s, (r), (term logit)]``.
-All E members run in one batched matmul per layer (weights ``[E, in, out]``), so an ensemble
-costs one forward pass, not E. A deterministic MLP is the E = 1, non-probabilistic case.
+All E members run in one batched matmul per layer (weights ``[E, in, out]``, an ``EnsembleMLP`` of
+modelrl/models/layers.py), so an ensemble costs one forward pass, not E. A deterministic MLP is the
+E = 1, non-probabilistic case.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modelrl.models.layers import ACTIVATIONS, EnsembleMLP, rename_legacy
 from modelrl.models.normalizer import Normalizer
 from modelrl.types import as_tensor, fresh_seed
-
-_ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "tanh": torch.tanh}
 
 
 class Prediction(NamedTuple):
@@ -63,8 +63,8 @@ class EnsembleModel(nn.Module):
             raise ValueError(
                 f"need ensemble_size, hidden_size, num_layers >= 1; got {ensemble_size}, {hidden_size}, {num_layers}"
             )
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         num_elites = ensemble_size if num_elites is None else int(num_elites)
         if not 1 <= num_elites <= ensemble_size:
             raise ValueError(f"need 1 <= num_elites <= ensemble_size, got {num_elites} of {ensemble_size}")
@@ -79,16 +79,10 @@ class EnsembleModel(nn.Module):
         self.in_dim = self.obs_dim + self.action_dim
         self.gauss_dim = self.obs_dim + int(self.learn_reward)  # Gaussian (regressed) targets
         self.out_dim = self.gauss_dim + int(self.learn_termination)  # + termination logit
-        self._act = _ACTIVATIONS[activation]
 
         head = self.gauss_dim * (2 if self.probabilistic else 1) + int(self.learn_termination)
         sizes = [self.in_dim] + [self.hidden_size] * self.num_layers + [head]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(self.ensemble_size, d_in, d_out)) for d_in, d_out in zip(sizes[:-1], sizes[1:])
-        )
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.zeros(self.ensemble_size, 1, d_out)) for d_out in sizes[1:]
-        )
+        self.net = EnsembleMLP(sizes, self.ensemble_size, activation)
         if self.probabilistic:
             shape = (self.ensemble_size, 1, self.gauss_dim)  # per member, so members stay independent
             self.max_logvar = nn.Parameter(torch.full(shape, float(init_max_logvar)), requires_grad=learn_logvar_bounds)
@@ -106,12 +100,12 @@ class EnsembleModel(nn.Module):
     def reset_parameters(self, seed: int | None = None) -> None:
         """Truncated-normal weights, std = 1 / (2 sqrt(fan_in)), zero biases (PETS reference
         code; mbrl-lib ``truncated_normal_init``). Each member draws its own weights."""
-        gen = torch.Generator(device=self.weights[0].device)
+        gen = torch.Generator(device=self.device)
         gen.manual_seed(fresh_seed(seed))
-        for w, b in zip(self.weights, self.biases):
-            std = 1.0 / (2.0 * math.sqrt(w.shape[1]))
-            nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std, generator=gen)
-            b.zero_()
+        for layer in self.net.layers:
+            std = 1.0 / (2.0 * math.sqrt(layer.in_features))
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std, generator=gen)
+            layer.bias.zero_()
 
     @property
     def num_elites(self) -> int:
@@ -119,7 +113,7 @@ class EnsembleModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.weights[0].device
+        return self.net.layers[0].weight.device
 
     @torch.no_grad()
     def set_elites(self, idx) -> None:
@@ -132,23 +126,20 @@ class EnsembleModel(nn.Module):
         self.elite_idx.copy_(idx)
         self._elites_all = None
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        rename_legacy(state_dict, prefix, {  # checkpoints written before EnsembleMLP
+            f"{kind}.{i}": f"net.layers.{i}.{new}" for kind, new in (("weights", "weight"), ("biases", "bias"))
+            for i in range(len(self.net.layers))})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._elites_all = None  # elite_idx may have changed
 
     def parameter_groups(self, weight_decay: float | Sequence[float]) -> list[dict]:
         """Optimiser groups: L2 weight decay on the weight matrices only (one value, or one per layer, input
         layer first, as MBPO's ``construct_model``); biases and the log-variance bounds (which have their own
         penalty) are not pulled towards zero."""
-        rest = list(self.biases) + [p for p in (self.max_logvar, self.min_logvar) if p is not None and p.requires_grad]
-        if isinstance(weight_decay, (int, float)):
-            return [{"params": list(self.weights), "weight_decay": float(weight_decay)}, {"params": rest, "weight_decay": 0.0}]
-        decays = [float(d) for d in weight_decay]
-        if len(decays) != len(self.weights):
-            raise ValueError(f"weight_decay: one value, or one per layer ({len(self.weights)} here: the hidden layers and "
-                             f"the output layer), got {len(decays)}")
-        return [{"params": [w], "weight_decay": d} for w, d in zip(self.weights, decays)] + [
-            {"params": rest, "weight_decay": 0.0}]
+        groups = self.net.parameter_groups(weight_decay)
+        groups[-1]["params"] += [p for p in (self.max_logvar, self.min_logvar) if p is not None and p.requires_grad]
+        return groups
 
     # -- network ------------------------------------------------------------------------------
     def forward(self, x: Tensor, members: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -158,7 +149,6 @@ class EnsembleModel(nn.Module):
         ``members`` (LongTensor[M]) picks which members run; default all E. ``mean[..., G]`` is
         the termination logit when a termination head is learned (it has no variance).
         """
-        weights, biases = self.weights, self.biases
         bounds = (self.max_logvar, self.min_logvar)
         if members is self.elite_idx:
             if self._elites_all is None:
@@ -166,17 +156,11 @@ class EnsembleModel(nn.Module):
             all_members = self._elites_all
         else:
             all_members = members is None or self._is_all(members)
-        if not all_members:
-            weights = [w.index_select(0, members) for w in weights]
-            biases = [b.index_select(0, members) for b in biases]
-            if self.probabilistic:
-                bounds = (self.max_logvar.index_select(0, members), self.min_logvar.index_select(0, members))
-        h = x
-        last = len(weights) - 1
-        for i, (w, b) in enumerate(zip(weights, biases)):
-            h = torch.baddbmm(b, h, w) if h.ndim == 3 else torch.matmul(h, w) + b
-            if i < last:
-                h = self._act(h)
+        if all_members:
+            members = None
+        elif self.probabilistic:
+            bounds = (self.max_logvar.index_select(0, members), self.min_logvar.index_select(0, members))
+        h = self.net(x, members)
         if not self.probabilistic:
             return h, None
         g = self.gauss_dim

@@ -7,10 +7,10 @@ Five parts, as in the official code (``nicklashansen/tdmpc`` src/algorithm/tdmpc
   Q_1..Q_K(z, a)                values:   Linear(L+A, m) LayerNorm Tanh Linear(m, m) ELU Linear(m, 1)
 Orthogonal weights, zero biases, and zero last layers for R and Q (official ``TOLD.__init__``).
 
-For speed on a CPU the networks that read the same input run fused: d and R share one matmul
-for their first layer and one batched matmul (``bmm``) for their second, and the K Q-functions
-run as one K-headed network (weights ``[K, in, out]``). That is the same computation as separate
-``nn.Sequential``s, in fewer and larger kernels.
+For speed on a CPU the networks that read the same input run fused (``HeadsMLP``, an ``EnsembleMLP``
+of modelrl/models/layers.py): d and R run as the two heads of one network and the K Q-functions as
+one K-headed network, one batched matmul per layer (weights ``[K, in, out]``). That is the same
+computation as separate ``nn.Sequential``s, in fewer and larger kernels.
 
 TD-MPC2 options (Hansen, Su, Wang 2024), off by default: ``simnorm`` (the latent is split into
 groups of ``simnorm_dim`` and each group is a softmax), ``layernorm_mish`` (every hidden layer
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modelrl.models.layers import EnsembleMLP
+
 
 def _orthogonal_(weight: Tensor, generator: torch.Generator | None = None) -> None:
     """Orthogonal init of a weight stored ``[in, out]`` or ``[K, in, out]`` (one matrix per head)."""
@@ -38,57 +40,50 @@ def _orthogonal_(weight: Tensor, generator: torch.Generator | None = None) -> No
         w.copy_(q if rows >= cols else q.T)
 
 
-class HeadsMLP(nn.Module):
+class HeadsMLP(EnsembleMLP):
     """K MLPs with two hidden layers that read one input ``x[B, in]`` and run as one network.
 
-    Each layer is one batched matmul (``bmm``, weights ``[K, in, out]``) over the heads; the last
-    layer is one matmul per head when the heads differ in width. ``first`` is the first hidden layer's
-    activation: "elu" (TD-MPC d, R, pi), "ln_tanh" (TD-MPC Q) or "ln_mish" (TD-MPC2, every layer).
+    Each layer is one batched matmul (``baddbmm``, weights ``[K, in, out]``) over the heads (``EnsembleMLP``);
+    the last layer is one matmul per head when the heads differ in width (its weight is padded with zero
+    columns to the widest). ``first`` is the first hidden layer's activation: "elu" (TD-MPC d, R, pi),
+    "ln_tanh" (TD-MPC Q) or "ln_mish" (TD-MPC2, every layer).
     """
 
+    KINDS = {"elu": (False, "elu"), "ln_tanh": (True, "tanh"), "ln_mish": (True, "mish")}  # (LayerNorm, activation)
+
     def __init__(self, in_dim: int, hidden: int, out_dims: list[int], first: str = "elu", second: str = "elu") -> None:
-        super().__init__()
-        k = len(out_dims)
-        self.k, self.hidden, self.out_dims, self.first, self.second = k, hidden, list(out_dims), first, second
-        self.w1 = nn.Parameter(torch.empty(k, in_dim, hidden))
-        self.b1 = nn.Parameter(torch.zeros(k, 1, hidden))
-        self.w2 = nn.Parameter(torch.empty(k, hidden, hidden))
-        self.b2 = nn.Parameter(torch.zeros(k, 1, hidden))
-        self.w3 = nn.Parameter(torch.empty(k, hidden, max(out_dims)))
-        self.b3 = nn.Parameter(torch.zeros(k, 1, max(out_dims)))
-        for name, act in (("ln1", first), ("ln2", second)):  # LayerNorm affine per head
-            if act.startswith("ln_"):
-                self.register_parameter(f"{name}_w", nn.Parameter(torch.ones(k, 1, hidden)))
-                self.register_parameter(f"{name}_b", nn.Parameter(torch.zeros(k, 1, hidden)))
+        (ln1, act1), (ln2, act2) = self.KINDS[first], self.KINDS[second]
+        # norm_addcmul=False: the LayerNorm affine as * weight + bias, TD-MPC's rounding as it was before EnsembleMLP
+        super().__init__([in_dim, hidden, hidden, max(out_dims)], len(out_dims), [act1, act2], layernorm=[ln1, ln2],
+                         norm_addcmul=False)
+        self.k, self.hidden, self.out_dims, self.first, self.second = len(out_dims), hidden, list(out_dims), first, second
+        self.same_width = len(set(out_dims)) == 1
+        self.legacy_names = {  # parameter names before EnsembleMLP
+            **{f"{kind}{i + 1}": f"layers.{i}.{new}" for kind, new in (("w", "weight"), ("b", "bias")) for i in range(3)},
+            **{f"ln{i + 1}_{kind}": f"norms.{i}.{new}" for kind, new in (("w", "weight"), ("b", "bias"))
+               for i, on in enumerate((ln1, ln2)) if on}}
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None, zero_last: bool = False) -> None:
-        _orthogonal_(self.w1, generator)
-        _orthogonal_(self.w2, generator)
+        for layer in self.layers[:-1]:
+            _orthogonal_(layer.weight, generator)
+        last = self.layers[-1].weight
         for i, out in enumerate(self.out_dims):  # padded columns stay zero
-            self.w3[i].zero_()
+            last[i].zero_()
             if not zero_last:
-                _orthogonal_(self.w3[i, :, :out], generator)
-        for b in (self.b1, self.b2, self.b3):
-            b.zero_()
-
-    def _act(self, h: Tensor, kind: str, layer: int) -> Tensor:
-        if kind == "elu":
-            return F.elu(h)
-        h = F.layer_norm(h, (self.hidden,)) * getattr(self, f"ln{layer}_w") + getattr(self, f"ln{layer}_b")
-        return torch.tanh(h) if kind == "ln_tanh" else F.mish(h)
-
-    def hidden_features(self, x: Tensor) -> Tensor:
-        """``x[B, in]`` -> the second hidden layer of every head, ``[K, B, m]``."""
-        h = self._act(torch.baddbmm(self.b1, x.expand(self.k, -1, -1), self.w1), self.first, 1)  # [K, B, m]
-        return self._act(torch.baddbmm(self.b2, h, self.w2), self.second, 2)
+                _orthogonal_(last[i, :, :out], generator)
+        for layer in self.layers:
+            layer.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         """``x[B, in]`` -> ``[K, B, out]`` when all heads are ``out`` wide, else a list of ``[B, out_i]``."""
-        h = self.hidden_features(x)
-        if len(set(self.out_dims)) == 1:
-            return torch.baddbmm(self.b3, h, self.w3)
-        return [torch.addmm(self.b3[i, 0, :o], h[i], self.w3[i, :, :o]) for i, o in enumerate(self.out_dims)]
+        x = x.expand(self.k, -1, -1)  # [K, B, in]
+        if self.same_width:
+            return super().forward(x)
+        h = self.hidden_features(x)  # [K, B, m]
+        last = self.layers[2]
+        w, b = last.weight, last.bias
+        return [torch.addmm(b[i, 0, :o], h[i], w[i, :, :o]) for i, o in enumerate(self.out_dims)]
 
 
 class MLP(nn.Module):
@@ -166,7 +161,7 @@ class TOLD(nn.Module):
         self.encoder.reset_parameters(gen)
         self.dyn_rew.reset_parameters(gen)
         with torch.no_grad():  # R's last layer starts at zero (official TOLD.__init__)
-            self.dyn_rew.w3[1].zero_()
+            self.dyn_rew.layers[-1].weight[1].zero_()
         self.policy.reset_parameters(gen)
         self.q.reset_parameters(gen, zero_last=True)
         # built last, so the other parts' initial weights do not depend on it
@@ -222,7 +217,7 @@ class TOLD(nn.Module):
         """The two Q heads ``q_min`` uses: None for twin Q (Q1 and Q2), else two drawn at random (TD-MPC2)."""
         if self.num_q <= 2:
             return None
-        device = self.q.w1.device if generator is None else generator.device
+        device = self.q.layers[0].weight.device if generator is None else generator.device
         return torch.randperm(self.num_q, generator=generator, device=device)[:2]
 
     def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None, pick: Tensor | None = None) -> Tensor:
@@ -241,7 +236,7 @@ class TOLD(nn.Module):
     def flops_per_step(self) -> dict[str, int]:
         """Multiply-adds x 2 per row of one ``next`` call and one ``Q`` + ``pi`` evaluation (dense layers only)."""
         def heads(m: HeadsMLP) -> int:
-            return 2 * (m.w1.numel() + m.w2.numel() + sum(m.hidden * o for o in m.out_dims))  # no padding
+            return 2 * (sum(w.numel() for w in m.weights[:-1]) + sum(m.hidden * o for o in m.out_dims))  # no padding
 
         pi = 2 * sum(lin.weight.numel() for lin in self.policy.linears)
         return {"next": heads(self.dyn_rew), "q": heads(self.q), "pi": pi}

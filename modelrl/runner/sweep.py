@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ import numpy as np
 import yaml
 
 from modelrl.runner.options import read_value, split_assignment
+from modelrl.types import suggestions
 
 # TrainConfig fields a sweep may vary; algo, env, steps and seed have their own options
 _LOOP_FIELDS = ("eval_every", "eval_episodes", "checkpoint_every", "buffer_capacity", "action_repeat")
@@ -137,7 +137,7 @@ def _check_fields(algo: str, preset: str | None, names: Sequence[str]) -> None:
         if name in ("seed", "env", "steps", "algo"):
             raise SweepError(f"{name!r} has its own option (--seeds, --env, --steps, ALGO), not --grid/--random")
         if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+            close = suggestions(name, valid, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SweepError(f"Unknown field {name!r}{hint} for {algo}. Valid fields: {', '.join(valid)}.")
 
