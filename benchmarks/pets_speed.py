@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in rollouts:
         plan = statistics.median(plan_s[name])
         out.append({"rollout": name, "preset": args.preset, "rows": rows, "ensemble": e, "hidden": hidden,
-                    "layers": len(model.weights), "horizon": c.horizon, "iterations": c.iterations, "plan_s": plan,
+                    "layers": len(model.net.layers), "horizon": c.horizon, "iterations": c.iterations, "plan_s": plan,
                     "plan_gflop": flops / 1e9, "plan_gflops": flops / plan / 1e9,
                     "bmm_shape": [e, rows // e, hidden, hidden], "bmm_gflops": mm_flops / mm / 1e9,
                     "ratio": (flops / plan) / (mm_flops / mm)})

@@ -1,4 +1,6 @@
-"""Learned dynamics: ensemble model, normaliser, trainer, LearnedDynamics, diagnostics."""
+"""Learned dynamics: ensemble layers, ensemble model, normaliser, trainer, LearnedDynamics, diagnostics."""
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,8 @@ import torch
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import PendulumDynamics
 from modelrl.models import (
+    EnsembleLinear,
+    EnsembleMLP,
     EnsembleModel,
     LearnedDynamics,
     ModelTrainer,
@@ -106,6 +110,194 @@ def test_logvar_stays_within_soft_bounds():
     slack = torch.nn.functional.softplus(m.min_logvar - m.max_logvar) + 1e-6  # soft: overshoot <= log(1 + e^-(max-min))
     assert torch.all(logvar <= m.max_logvar + slack) and torch.all(logvar >= m.min_logvar - slack)
     assert logvar.max() > 0.4 and logvar.min() < -4.9  # the bounds are reached, not just respected
+
+
+# -- ensemble layers ----------------------------------------------------------------------------
+def plain_member(net: EnsembleMLP, m: int) -> torch.nn.Sequential:
+    """Member ``m`` of ``net`` as a plain nn.Linear / nn.LayerNorm stack with its weights."""
+    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "mish": torch.nn.Mish}
+    mods = []
+    for i, layer in enumerate(net.layers):
+        lin = torch.nn.Linear(layer.in_features, layer.out_features)
+        lin.weight.data.copy_(layer.weight[m].T)
+        lin.bias.data.copy_(layer.bias[m, 0])
+        mods.append(lin)
+        if i < len(net.activations):
+            if str(i) in net.norms:
+                ln = torch.nn.LayerNorm(layer.out_features)
+                ln.weight.data.copy_(net.norms[str(i)].weight[m, 0])
+                ln.bias.data.copy_(net.norms[str(i)].bias[m, 0])
+                mods.append(ln)
+            mods.append(acts[net.activations[i]]())
+    return torch.nn.Sequential(*mods)
+
+
+def test_ensemble_linear_shapes_init_and_member_selection():
+    layer = EnsembleLinear(3, 4, ensemble_size=5)
+    assert layer.weight.shape == (5, 3, 4) and layer.bias.shape == (5, 1, 4)
+    assert not layer.weight.any() and not layer.bias.any()  # zero until reset
+    layer.reset_parameters(torch.Generator().manual_seed(0))  # nn.Linear's default: U(+-1/sqrt(in))
+    bound = 1 / np.sqrt(3)
+    assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound and layer.weight.std() > 0.2
+    again = EnsembleLinear(3, 4, ensemble_size=5)
+    again.reset_parameters(torch.Generator().manual_seed(0))
+    assert torch.equal(again.weight, layer.weight)
+    x, own = torch.randn(7, 3), torch.randn(5, 7, 3)
+    assert layer(x).shape == layer(own).shape == (5, 7, 4)
+    for e in range(5):  # shared input: every member reads x; own rows: member e reads own[e]
+        assert torch.allclose(layer(x)[e], x @ layer.weight[e] + layer.bias[e], atol=1e-6)
+        assert torch.allclose(layer(own)[e], own[e] @ layer.weight[e] + layer.bias[e], atol=1e-6)
+    pick = torch.tensor([4, 1])
+    assert torch.equal(layer(x, pick), layer(x)[pick]) and layer(own[:2], pick).shape == (2, 7, 4)
+    fused = EnsembleLinear(3, 4, ensemble_size=5, bias_in_matmul=False)
+    fused.load_state_dict(layer.state_dict())
+    assert torch.allclose(fused(own), layer(own), atol=1e-6)  # bmm + bias: the same sums
+
+
+@pytest.mark.parametrize("bias_in_matmul,norm_addcmul", [(True, True), (False, False)])
+def test_ensemble_mlp_members_are_plain_mlps(bias_in_matmul, norm_addcmul):
+    net = EnsembleMLP([4, 16, 8, 3], ensemble_size=3, activation=["tanh", "relu"], layernorm=[True, False],
+                      bias_in_matmul=bias_in_matmul, norm_addcmul=norm_addcmul)
+    net.reset_parameters(torch.Generator().manual_seed(0))
+    with torch.no_grad():  # LayerNorm affines off the identity, so they are checked too
+        for p in net.norms.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    assert [n for n, _ in net.named_parameters()] == [
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias",
+        "norms.0.weight", "norms.0.bias"]
+    x, own = torch.randn(5, 4), torch.randn(3, 5, 4)
+    shared, separate = net(x), net(own)
+    assert shared.shape == separate.shape == (3, 5, 3)
+    assert net.hidden_features(x).shape == (3, 5, 8)
+    for m in range(3):
+        plain = plain_member(net, m)
+        assert torch.allclose(shared[m], plain(x), atol=1e-5)
+        assert torch.allclose(separate[m], plain(own[m]), atol=1e-5)
+    pick = torch.tensor([2, 0])
+    assert torch.allclose(net(own[:2], pick), torch.stack([plain_member(net, 2)(own[0]), plain_member(net, 0)(own[1])]),
+                          atol=1e-5)
+    # params: detached copies run the same function, and no gradient reaches the parameters through them
+    out = net(x, params=net.detached_params())
+    assert torch.equal(out, shared) and not out.requires_grad
+    with pytest.raises(ValueError, match="one per hidden layer"):
+        EnsembleMLP([4, 16, 3], ensemble_size=2, activation=["relu", "relu"])
+    with pytest.raises(ValueError, match="unknown activation"):
+        EnsembleMLP([4, 16, 3], ensemble_size=2, activation="gelu")
+
+
+def test_ensemble_mlp_dropout_only_in_training():
+    net = EnsembleMLP([4, 64, 1], ensemble_size=2, dropout=0.5)
+    net.reset_parameters(torch.Generator().manual_seed(0))
+    x = torch.randn(32, 4)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.equal(net(x), net(x))
+
+
+def test_ensemble_mlp_weight_decay_groups():
+    """Weight decay on the weights only: one value for all, or one per layer (MBPO); biases and LayerNorm
+    affines in the last group, undecayed; every parameter in exactly one group."""
+    net = EnsembleMLP([4, 8, 8, 2], ensemble_size=3, layernorm=True)
+    groups = net.parameter_groups(1e-4)
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0]
+    assert groups[0]["params"] == net.weights and all(p.ndim == 3 and p.shape[1] > 1 for p in groups[0]["params"])
+    groups = net.parameter_groups([1e-5, 2e-5, 3e-5])
+    assert [g["weight_decay"] for g in groups] == [1e-5, 2e-5, 3e-5, 0.0]
+    assert [g["params"] for g in groups[:3]] == [[w] for w in net.weights]
+    assert groups[-1]["params"] == net.biases + list(net.norms.parameters())
+    assert sorted(map(id, (p for g in groups for p in g["params"]))) == sorted(map(id, net.parameters()))
+    with pytest.raises(ValueError, match="one per layer"):
+        net.parameter_groups([1e-5, 2e-5])
+    model = EnsembleModel(3, 1, ensemble_size=2, seed=0, **SMALL)  # + the learned log-variance bounds, undecayed
+    groups = model.parameter_groups([1e-5, 2e-5, 3e-5])
+    assert groups[-1]["params"] == model.net.biases + [model.max_logvar, model.min_logvar]
+    torch.optim.Adam(groups)  # a valid optimiser spec
+
+
+def _legacy_fixture(names: dict) -> dict:
+    """Deterministic, irregular values for a state_dict ``{name: shape}`` (the same in every process)."""
+    return {k: torch.sin(torch.arange(int(np.prod(s))) * 1.7 + zlib.crc32(k.encode()) % 100).reshape(s)
+            for k, s in names.items()}
+
+
+# Parameter names and shapes as the code before EnsembleMLP wrote them, and what that code computed from
+# ``_legacy_fixture`` of them on ``x = linspace(-1, 1, 9).reshape(3, 3)`` (recorded from that code).
+LEGACY_TWINQ = {"weights.0": (2, 3, 4), "weights.1": (2, 4, 1), "biases.0": (2, 1, 4), "biases.1": (2, 1, 1),
+                "ln_weight.0": (2, 1, 4), "ln_bias.0": (2, 1, 4)}
+LEGACY_TWINQ_OUT = [[1.1827495098114014, 1.1944000720977783, 0.6581900119781494],
+                    [0.8687421679496765, 0.8530873656272888, 0.723838210105896]]
+LEGACY_HEADS = {"w1": (5, 4), "b1": (1, 4), "w2": (4, 4), "b2": (1, 4), "ln1_w": (1, 4), "ln1_b": (1, 4)}
+LEGACY_TOLD = {  # TOLD(3, 1, latent_dim=4, enc_dim=4, mlp_dim=4): d and R, Q (LayerNorm on the first layer)
+    **{f"dyn_rew.{k}": (2, *s) for k, s in LEGACY_HEADS.items() if not k.startswith("ln")},
+    "dyn_rew.w3": (2, 4, 4), "dyn_rew.b3": (2, 1, 4),
+    **{f"q.{k}": (2, *s) for k, s in LEGACY_HEADS.items()}, "q.w3": (2, 4, 1), "q.b3": (2, 1, 1)}
+LEGACY_TOLD_OUT = ([[4.463193893432617, 2.166290283203125, -5.021428108215332, -0.8723136186599731],
+                    [4.345504283905029, 2.1378796100616455, -4.896416187286377, -0.8761172294616699],
+                    [4.401971340179443, 2.1470589637756348, -4.955249309539795, -0.870136022567749]],
+                   [2.426048517227173, 2.4377553462982178, 2.4193167686462402],
+                   [[0.7903487682342529, 0.8223185539245605, 0.8024579286575317],
+                    [0.4107264578342438, 0.4319612681865692, 0.41807326674461365]])
+LEGACY_TOLD2 = {  # the same with layernorm_mish=True, num_q=3: LayerNorm on both hidden layers of every head
+    **{f"dyn_rew.{k}": (2, *s) for k, s in LEGACY_HEADS.items()}, "dyn_rew.w3": (2, 4, 4), "dyn_rew.b3": (2, 1, 4),
+    "dyn_rew.ln2_w": (2, 1, 4), "dyn_rew.ln2_b": (2, 1, 4),
+    **{f"q.{k}": (3, *s) for k, s in LEGACY_HEADS.items()}, "q.w3": (3, 4, 1), "q.b3": (3, 1, 1),
+    "q.ln2_w": (3, 1, 4), "q.ln2_b": (3, 1, 4)}
+LEGACY_TOLD2_OUT = ([[0.48347705602645874, -0.8201187252998352, -0.27214115858078003, 0.8902478218078613],
+                     [0.4693593382835388, -0.8237406015396118, -0.2570900619029999, 0.889991283416748],
+                     [0.45790529251098633, -0.82667076587677, -0.24488098919391632, 0.8897752165794373]],
+                    [-1.2564364671707153, -1.2667334079742432, -1.2591805458068848],
+                    [[0.1548222303390503, 0.17580604553222656, 0.1819249987602234],
+                     [-0.26751798391342163, -0.3152673840522766, -0.34579572081565857],
+                     [-1.5845913887023926, -1.600309133529663, -1.610813856124878]])
+LEGACY_ENSEMBLE = {"max_logvar": (2, 1, 2), "min_logvar": (2, 1, 2), "weights.0": (2, 3, 3), "weights.1": (2, 3, 4),
+                   "biases.0": (2, 1, 3), "biases.1": (2, 1, 4), "input_normalizer.mean": (3,),
+                   "input_normalizer.std": (3,), "target_normalizer.mean": (2,), "target_normalizer.std": (2,)}
+LEGACY_ENSEMBLE_OUT = (
+    [[[0.5092116594314575, 0.5870743989944458], [1.1672675609588623, 0.19948279857635498],
+      [2.189967155456543, -1.0812443494796753]],
+     [[-0.57237708568573, -0.8161669373512268], [0.5523761510848999, -0.16492559015750885],
+      [1.0109776258468628, 0.28961148858070374]]],
+    [[[0.9896906018257141, 0.7006284594535828], [0.9498544931411743, 0.8234747052192688],
+      [0.9123498201370239, 1.1703572273254395]],
+     [[0.0029906630516052246, 0.16506622731685638], [-0.3052378296852112, 0.14877323806285858],
+      [-0.4696913957595825, 0.12979136407375336]]])
+
+
+def _close(got, want) -> bool:
+    return torch.allclose(got, torch.tensor(want), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_with_the_names_from_before_ensemble_mlp_load():
+    """State dicts written before EnsembleMLP (TwinQ ``weights.0``, HeadsMLP ``w1`` / ``ln1_w``, EnsembleModel
+    ``weights.0``) load into the present classes and compute what they computed then."""
+    from modelrl.agents.sac import TwinQ
+    from modelrl.models.told import TOLD
+
+    x = torch.linspace(-1, 1, 9).reshape(3, 3)
+    q = TwinQ(3, 4, 1, num_q=2, layernorm=True)
+    q.load_state_dict(_legacy_fixture(LEGACY_TWINQ))
+    assert _close(q(x), LEGACY_TWINQ_OUT)
+    assert q.ln_weight[0].shape == (2, 1, 4) and q.weights[1].shape == (2, 4, 1)  # the old attribute names read
+    for kw, names, (z_next, r, values) in (({}, LEGACY_TOLD, LEGACY_TOLD_OUT),
+                                           ({"layernorm_mish": True, "num_q": 3}, LEGACY_TOLD2, LEGACY_TOLD2_OUT)):
+        m = TOLD(3, 1, latent_dim=4, enc_dim=4, mlp_dim=4, seed=0, **kw)
+        mlp_names = {k: tuple(v.shape) for k, v in m.state_dict().items() if k.startswith(("encoder.", "policy."))}
+        m.load_state_dict(_legacy_fixture({**mlp_names, **names}))
+        z, a = m.h(x), x[:, :1]
+        assert _close(m.next(z, a)[0], z_next) and _close(m.next(z, a)[1], r) and _close(m.Q(z, a), values)
+        assert torch.equal(m.dyn_rew.w3, m.dyn_rew.layers[2].weight) and torch.equal(m.q.ln1_b, m.q.norms["0"].bias)
+    e = EnsembleModel(2, 1, ensemble_size=2, hidden_size=3, num_layers=1, seed=0)
+    state = _legacy_fixture(LEGACY_ENSEMBLE)
+    for k in ("input_normalizer.std", "target_normalizer.std"):
+        state[k] = state[k].abs() + 0.5
+    e.load_state_dict({**state, "elite_idx": torch.tensor([1, 0])})
+    mean, logvar = e(x)
+    assert _close(mean, LEGACY_ENSEMBLE_OUT[0]) and _close(logvar, LEGACY_ENSEMBLE_OUT[1])
+    assert e.elite_idx.tolist() == [1, 0]
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # names that never existed are still refused
+        q.load_state_dict({**_legacy_fixture(LEGACY_TWINQ), "weights.7": torch.zeros(1)})
 
 
 # -- trainer ------------------------------------------------------------------------------------

@@ -158,6 +158,39 @@ def test_checkpoints_from_before_the_timing_dict_still_load():
     assert agent.timing == {"policy_s": 3.0, "cpu_policy_s": 0.0}
 
 
+
+def test_checkpoints_from_before_ensemble_mlp_resume_exactly():
+    """Before EnsembleMLP the critics' parameters were ``weights.i``, ``biases.i``, ``ln_weight.i``, ``ln_bias.i``,
+    registered in that order, so the optimiser's state listed them so; such a checkpoint resumes exactly."""
+    cfg = SACConfig(hidden_size=16, batch_size=32, critic_layernorm=True)
+    sac = SAC(3, 1, cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    batches = [bandit_batch(32, gen) for _ in range(4)]
+    batches = [(s.expand(-1, 3).contiguous(), a, r, s2.expand(-1, 3).contiguous(), d) for s, a, r, s2, d in batches]
+    for b in batches[:2]:
+        sac.update(*b)
+    state = sac.state_dict()
+    kinds = {"layers": ("weights", "biases"), "norms": ("ln_weight", "ln_bias")}
+
+    def old_name(name):  # layers.1.weight -> weights.1, norms.0.bias -> ln_bias.0
+        part, i, what = name.split(".")
+        return f"{kinds[part][what == 'bias']}.{i}"
+
+    order = ["weights", "biases", "ln_weight", "ln_bias"]
+    names = list(state["critic"])
+    old = sorted(names, key=lambda n: (order.index(old_name(n).split(".")[0]), int(n.split(".")[1])))
+    for key in ("critic", "critic_target"):
+        state[key] = {old_name(n): state[key][n] for n in old}
+    first = len(list(sac.actor.parameters()))
+    to_old = {first + names.index(n): first + j for j, n in enumerate(old)}
+    state["optimizer"]["state"] = {to_old.get(i, i): v for i, v in state["optimizer"]["state"].items()}
+    resumed = SAC(3, 1, cfg, seed=5)
+    resumed.load_state_dict(state)
+    for b in batches[2:]:
+        want, got = sac.update(*b), resumed.update(*b)
+        assert all(torch.equal(want[k], got[k]) for k in ("critic_loss", "actor_loss", "q"))
+    assert all(torch.equal(p, q) for p, q in zip(sac.critic.parameters(), resumed.critic.parameters()))
+
 def test_cli_train_sac(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "sac", "--env", "Pendulum-v1", "--steps", "200", "--eval-every", "200", "--eval-episodes", "1",

@@ -164,7 +164,7 @@ def test_update_trains_every_told_part_and_moves_the_target_by_tau():
     after = agent.model.state_dict()
     for part in ("encoder", "dyn_rew", "policy", "q"):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
-    k = "dyn_rew.w2"
+    k = "dyn_rew.layers.1.weight"
     expected = (1 - 0.01) * target_before[k] + 0.01 * after[k]  # theta- <- (1 - tau) theta- + tau theta
     assert torch.allclose(agent.target.state_dict()[k], expected, atol=1e-6)
     # gradient clipping: the gradients the optimisers stepped with have norm <= grad_clip_norm
