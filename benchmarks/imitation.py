@@ -55,7 +55,7 @@ class Timed:
     def __init__(self, act, reset) -> None:
         self._act, self._reset, self.seconds, self.calls = act, reset, 0.0, 0
 
-    def act(self, obs, eval: bool = False):
+    def act(self, obs, deterministic: bool = False):
         t0 = time.perf_counter()
         a = self._act(obs)
         self.seconds += time.perf_counter() - t0
@@ -84,7 +84,7 @@ def run_student(algo: str, env_id: str, seed: int, labels: int, student: dict, e
     agent, run_dir = train(cfg, overrides={"expert": "mppi", "label_budget": labels, **student},
                            out=root / algo / env_id / str(seed), progress=False)
     train_s = time.perf_counter() - t0
-    timed = Timed(lambda o: agent.act(o, eval=True), agent.reset)
+    timed = Timed(lambda o: agent.act(o, deterministic=True), agent.reset)
     returns = evaluate(timed, env_id, episodes, seed)
     return {"returns": returns, "mean": float(np.mean(returns)), "ms_per_action": timed.ms,
             "labels": agent.labels_paid, "env_steps": steps, "train_s": train_s,
@@ -116,7 +116,7 @@ def paired_timing(env_id: str, student: dict, seed: int = 0, steps: int = 200, b
                 break
         for o in seen:
             t0 = time.perf_counter()
-            agent.act(o, eval=True)
+            agent.act(o, deterministic=True)
             t_student.append(time.perf_counter() - t0)
     env.close()
     e, s = 1000 * float(np.median(t_expert)), 1000 * float(np.median(t_student))

@@ -112,7 +112,7 @@ def test_finished_episodes_leave_the_lockstep_batch_with_their_warm_starts():
                  num_elites=4, iterations=2, horizon=3)
     batches = []
     act_batch = agent.act_batch
-    agent.act_batch = lambda obs, eval=False: batches.append(len(obs)) or act_batch(obs, eval)
+    agent.act_batch = lambda obs, deterministic=False: batches.append(len(obs)) or act_batch(obs, deterministic)
     from modelrl.runner.evaluate import run_episodes
 
     envs = [make_env("InvertedPendulum-v5", seed=0) for _ in range(4)]

@@ -381,8 +381,8 @@ def test_a_diverged_agent_names_what_went_nan_and_does_not_suggest_resume(tmp_pa
     agent_cls = agent_classes("sac")[1]
     if what == "action":
         real_act = agent_cls.act
-        monkeypatch.setattr(agent_cls, "act", lambda self, obs, eval=False: np.full(1, np.nan, np.float32)
-                            if self.sac.updates >= 20 else real_act(self, obs, eval))
+        monkeypatch.setattr(agent_cls, "act", lambda self, obs, deterministic=False: np.full(1, np.nan, np.float32)
+                            if self.sac.updates >= 20 else real_act(self, obs, deterministic))
     else:
         real_update = agent_cls.update
 

@@ -246,7 +246,7 @@ def test_mixture_student_picks_a_mode_where_regression_averages():
         agent.attach(dataset=labels)
         agent.n_labels = len(labels)
         agent._fit()
-        answers[policy] = float(agent.act(obs[0], eval=True)[0])
+        answers[policy] = float(agent.act(obs[0], deterministic=True)[0])
     assert abs(answers["deterministic"]) < 0.3
     assert abs(answers["mixture"]) > 0.8
 
@@ -263,8 +263,8 @@ def test_gaussian_policy_trained_by_likelihood():
     agent.n_labels = len(labels)
     out = agent._fit()
     assert np.isfinite(out["policy_loss"]) and out["policy_mse"] < 0.05
-    a1 = agent.act(obs[0], eval=True)
-    assert np.array_equal(a1, agent.act(obs[0], eval=True))  # evaluation uses the mean
+    a1 = agent.act(obs[0], deterministic=True)
+    assert np.array_equal(a1, agent.act(obs[0], deterministic=True))  # evaluation uses the mean
     samples = {float(agent.student_action(obs[0], deterministic=False)[0]) for _ in range(5)}
     assert len(samples) > 1
 
@@ -277,7 +277,7 @@ def test_numpy_evaluation_path_matches_torch(policy):
     obs = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32) * 3
     with torch.no_grad():
         ref = agent.policy.act(torch.as_tensor(obs), deterministic=True).numpy().clip(-1, 1)
-    fast = np.stack([agent.act(o, eval=True) for o in obs])
+    fast = np.stack([agent.act(o, deterministic=True) for o in obs])
     np.testing.assert_allclose(fast, ref, atol=1e-5)
 
 

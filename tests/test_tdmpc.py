@@ -233,7 +233,7 @@ def test_planning_respects_bounds_schedules_and_warm_start():
         assert a.shape == (1,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
         assert agent._prev_mean.shape == (3, 1, 1)  # [H, B, A]
         obs = env.step(a)[0]
-    a1, a2 = agent.act(obs, eval=True), agent.act(obs, eval=True)
+    a1, a2 = agent.act(obs, deterministic=True), agent.act(obs, deterministic=True)
     assert np.all(np.abs(a1) <= 1) and np.all(np.abs(a2) <= 1)
     agent.reset()
     assert agent._prev_mean is None and agent._t0
@@ -246,7 +246,7 @@ def test_planning_respects_bounds_schedules_and_warm_start():
         make("tdmpc", env, num_samples=8, num_elites=20)
 
 
-def reference_plan(agent, obs, eval, state):
+def reference_plan(agent, obs, deterministic, state):
     """TD-MPC's planner as written before it moved onto the sampling core (one problem, [H, N, A] layout,
     the official ``TDMPC.plan`` step by step); ``state`` holds its warm start between calls."""
     c, gen, dim, model = agent.config, agent.plan_gen, agent.action_dim, agent.model
@@ -279,7 +279,7 @@ def reference_plan(agent, obs, eval, state):
         mean, std = c.momentum * mean + (1 - c.momentum) * new_mean, new_std.clamp_(agent.std_floor, c.max_std)
     action = elites[0, torch.multinomial(score, 1, generator=gen)[0]]
     state["prev"] = mean
-    if not eval:
+    if not deterministic:
         action = action + std[0] * torch.randn(dim, generator=gen)
     return action.clamp(-1.0, 1.0).numpy()
 
@@ -296,9 +296,9 @@ def test_planning_through_the_sampling_core_gives_the_previous_planners_actions(
     state, gaps = {}, []
     for t in range(16):
         new.step = old.step = t
-        eval = t % 3 == 2
-        a_new = new.act(obs, eval=eval)
-        a_old = reference_plan(old, obs, eval, state)
+        deterministic = t % 3 == 2
+        a_new = new.act(obs, deterministic=deterministic)
+        a_old = reference_plan(old, obs, deterministic, state)
         gaps.append(float(np.abs(a_new - a_old).max()))
         obs = env.step(a_new)[0]
     assert max(gaps) < 1e-5, gaps
@@ -312,7 +312,7 @@ def test_batched_planning_is_lockstep_per_problem():
     agent = make("tdmpc", env, seed=0, device="cpu", **TINY)
     agent.step = agent.config.schedule_steps
     obs = np.stack([env.reset(seed=i)[0] for i in range(4)])
-    a = agent.act_batch(obs, eval=True)
+    a = agent.act_batch(obs, deterministic=True)
     assert a.shape == (4, 1) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
     assert agent._prev_mean.shape == (3, 4, 1)
     with pytest.raises(ValueError, match="batch"):

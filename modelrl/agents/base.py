@@ -230,8 +230,8 @@ class Agent(ABC):
         """Where every module, tensor and generator of the agent lives (``auto``: CUDA where available)."""
 
     @abstractmethod
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        """The action for ``obs`` (in [-1, 1]); ``eval`` asks for the agent's best, not exploratory, action."""
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The action for ``obs`` (in [-1, 1]); ``deterministic`` asks for the agent's best, not exploratory, action (as evaluations do)."""
 
     @abstractmethod
     def update(self, buffer, step: int) -> dict[str, float]:
@@ -240,7 +240,7 @@ class Agent(ABC):
     def reset(self) -> None:
         """Called at the start of every episode (planners drop their warm start)."""
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions ``[B, A]`` for B independent episodes run in lockstep (``obs[B, S]``), each with its own
         planner state. Agents that can (all built in) override it; this fallback raises, and the
         evaluation loop then runs the episodes one after another."""

@@ -115,14 +115,14 @@ class PlannerExpert(Expert):
 
 
 class AgentExpert(Expert):
-    """A trained modelrl agent labels with its evaluation action (``act(obs, eval=True)``)."""
+    """A trained modelrl agent labels with its evaluation action (``act(obs, deterministic=True)``)."""
 
     def __init__(self, agent, name: str = "agent") -> None:
         self.agent = agent
         self.name = name
 
     def label(self, obs: np.ndarray) -> np.ndarray:
-        return self.agent.act(obs, eval=True)
+        return self.agent.act(obs, deterministic=True)
 
     def reset(self) -> None:
         self.agent.reset()

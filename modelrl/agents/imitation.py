@@ -328,8 +328,8 @@ class ImitationAgent(Agent):
         b = self.config.label_budget
         return math.inf if b is None else b - self.labels_paid
 
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        if eval:
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        if deterministic:
             return self.student_action(obs, deterministic=True)
         if self.fits == 0 and self._demo_count() > 0:  # D starts with the demos: pi_1 is trained on them
             self._fit()
@@ -353,9 +353,9 @@ class ImitationAgent(Agent):
         a = self.policy.act(o, deterministic=deterministic, generator=self.generator)
         return np.clip(a[0].cpu().numpy(), self.low, self.high)
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """The student's actions for a batch of observations (evaluation: no expert, no labels)."""
-        if not eval:
+        if not deterministic:
             raise NotImplementedError("imitation agents act on one episode at a time while they collect labels")
         if self._fast is None:
             self._fast = self.policy.numpy_act()

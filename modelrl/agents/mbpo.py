@@ -315,11 +315,11 @@ class MBPOAgent(Agent):
         self.timing = new_timing(("model", "rollout", "policy"))
         self._model_info: dict[str, float] = {}
 
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        return self.sac.act(obs, deterministic=eval)
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act(obs, deterministic=deterministic)
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        return self.sac.act_batch(obs, deterministic=eval)
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act_batch(obs, deterministic=deterministic)
 
     def epoch(self, step: int) -> int:
         """MBPO's epoch index: epochs count from the end of the random seed steps."""

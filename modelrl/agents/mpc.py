@@ -154,12 +154,12 @@ class MPCAgent(Agent):
         rows = c.num_samples * (c.particles if c.propagation != "mean" else 1)
         return float(c.iterations * c.horizon * rows * per_row)
 
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         if not self.fitted:  # nothing learned yet: the base policy
             return self.rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
         return self.planner.act(obs)
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One plan per row of ``obs[B, S]``, all B in one batched planner call."""
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim)
         if not self.fitted:

@@ -302,11 +302,11 @@ class SACAgent(Agent):
         self.device = self.sac.device
         self.timing = new_timing(("policy",))  # seconds in gradient updates (benchmarks report the split)
 
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        return self.sac.act(obs, deterministic=eval)
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act(obs, deterministic=deterministic)
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        return self.sac.act_batch(obs, deterministic=eval)
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.sac.act_batch(obs, deterministic=deterministic)
 
     def update(self, buffer, step: int) -> dict[str, float]:
         """G updates on G fresh uniform batches (sampled together, one conversion to torch)."""

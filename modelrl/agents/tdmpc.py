@@ -250,7 +250,7 @@ class TDMPCAgent(Agent):
                                 min_std=self.std_floor, max_std=c.max_std, noise_order="time")
 
     @torch.no_grad()
-    def plan(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def plan(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One action by policy-guided latent MPPI (official ``TDMPC.plan``): ``obs[S]`` -> ``[A]``, or a
         batch ``obs[B, S]`` -> ``[B, A]`` (B problems in lockstep, each with its own warm start)."""
         c, gen, dim = self.config, self.plan_gen, self.action_dim
@@ -286,17 +286,17 @@ class TDMPCAgent(Agent):
         choice = torch.multinomial(out.weights, 1, generator=gen)  # an elite drawn by its weight, [B, 1]
         action = out.elites[0].gather(1, choice.unsqueeze(-1).expand(b, 1, dim))[:, 0]  # [B, A]
         self._prev_mean, self._t0 = out.mean, False
-        if not eval:
+        if not deterministic:
             action = action + out.std[0] * torch.randn(b, dim, generator=gen, device=self.device)
         action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
         return action[0] if single else action
 
-    def act(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         with flush_denormal(self.config.flush_denormal):
-            return self.plan(obs, eval=eval)
+            return self.plan(obs, deterministic=deterministic)
 
-    def act_batch(self, obs: np.ndarray, eval: bool = False) -> np.ndarray:
-        return self.act(np.asarray(obs).reshape(-1, self.obs_dim), eval=eval)
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.act(np.asarray(obs).reshape(-1, self.obs_dim), deterministic=deterministic)
 
     def reset(self) -> None:
         self._t0 = True

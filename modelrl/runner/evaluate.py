@@ -84,7 +84,7 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
         totals, lengths = np.zeros(k), np.zeros(k, dtype=int)
         running = np.arange(k)  # the episodes still running, in the agent's row order
         try:
-            actions = batch_act(obs, eval=True)
+            actions = batch_act(obs, deterministic=True)
         except NotImplementedError:
             actions = None
         if actions is not None:
@@ -104,12 +104,12 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
                     if running.size:
                         agent.keep_rows(np.flatnonzero(~done))
                 if running.size:
-                    actions = batch_act(obs[running], eval=True)
+                    actions = batch_act(obs[running], deterministic=True)
             return totals.tolist(), lengths.tolist(), frames
     out = []
     for i, (env, sd) in enumerate(zip(envs, seeds)):
         agent.reset()
-        out.append(run_episode(env, lambda o: agent.act(o, eval=True), sd, i < render, max_steps))
+        out.append(run_episode(env, lambda o: agent.act(o, deterministic=True), sd, i < render, max_steps))
     return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
 
 
