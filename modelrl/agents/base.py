@@ -175,6 +175,46 @@ def _number(value: Any) -> int | float | None:
     return value
 
 
+# Bounds on the log std of a state-dependent Gaussian policy, (min, max). SAC's are those of Stable-Baselines3
+# (sac/policies.py LOG_STD_MIN/MAX) and of the authors' softlearning code (gaussian policy: -20, 2). Behaviour cloning
+# uses CleanRL's tighter floor (sac_continuous_action.py: -5, 2), ours for BC: a near-deterministic expert would
+# otherwise drive the likelihood's std towards zero.
+SAC_LOG_STD_BOUNDS = (-20.0, 2.0)
+BC_LOG_STD_BOUNDS = (-5.0, 2.0)
+
+
+# The random streams of a run, each seeded with the run's seed plus a fixed offset: every stream's seed in one table.
+# The offsets are the ones the code always used, so seeded results (tests, the benchmark tables) reproduce; numpy
+# (PCG64) and torch (Mersenne Twister) streams that share an offset draw unrelated numbers. (numpy's
+# SeedSequence.spawn would give provably independent streams, at the price of every published seeded number.)
+RNG_STREAMS: dict[str, int] = {
+    "loop.explore": 1,  # numpy: the run loop's uniform random actions before the agent acts (runner.train)
+    "mpc.model": 0,  # torch: the model's initial weights
+    "mpc.trainer": 0,  # torch: the model trainer's holdout split and minibatches (a generator of its own)
+    "mpc.propagation": 1,  # torch: LearnedDynamics' particle and member draws
+    "mpc.planner": 2,  # torch: the planner's candidate samples
+    "mpc.base_policy": 3,  # numpy: the MPC agent's actions before its first fit
+    "sac.updates": 0,  # torch: minibatch indices and policy noise of the SAC updates
+    "sac.init": 1,  # torch: the networks' initial weights
+    "mbpo.model": 10,  # torch: the ensemble's initial weights
+    "mbpo.trainer": 11,  # torch: the model trainer's holdout split and minibatches
+    "mbpo.propagation": 12,  # torch: member draws of the branched rollouts (TS1)
+    "mbpo.rollouts": 13,  # torch: the rollouts' policy noise
+    "mbpo.starts": 14,  # numpy: rollout start states drawn from D_env
+    "tdmpc.planning": 11,  # torch: planning noise
+    "tdmpc.updates": 12,  # torch: policy noise and Q-head draws in the updates
+    "tdmpc.sampler": 13,  # numpy: sub-trajectory indices (prioritised replay)
+    "imitation.beta": 0,  # numpy: DAgger's coin flips between expert and learner
+    "imitation.updates": 1,  # torch: minibatches and Gaussian policy samples
+    "imitation.init": 2,  # torch: the policy's initial weights
+}
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of the named random ``stream`` (``RNG_STREAMS``) of a run with ``seed``."""
+    return seed + RNG_STREAMS[stream]
+
+
 class RunStopped(RuntimeError):
     """A run stopped on purpose before its end (a person stopped labelling): nothing is lost and ``--resume``
     continues it. The run loop lets it through; the command line reports it as "stopped" (exit status 1)."""

@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.agents.base import Agent, AgentConfig, RunContext
+from modelrl.agents.base import BC_LOG_STD_BOUNDS, Agent, AgentConfig, RunContext, stream_seed
 from modelrl.agents.experts import Expert, HumanExpert, check_label, parse_expert_spec
 from modelrl.data.datasets import LABELS_DIR, LabelDataset
 from modelrl.device import generator_state, load_generator_state
 from modelrl.models.normalizer import Normalizer
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # SAC's clamp on a state-dependent log std (Haarnoja et al. 2018 code)
+LOG_STD_MIN, LOG_STD_MAX = BC_LOG_STD_BOUNDS
 
 
 @dataclasses.dataclass
@@ -250,9 +250,9 @@ class ImitationAgent(Agent):
             raise ValueError("round_steps must be >= 0; epochs, batch_size, label_every and round_episodes >= 1")
         self.low = env.action_space.low.astype(np.float32).reshape(-1)
         self.high = env.action_space.high.astype(np.float32).reshape(-1)
-        self.rng = np.random.default_rng(seed)  # beta coin flips
-        self.generator = torch.Generator(self.device).manual_seed(seed + 1)  # minibatches, Gaussian samples
-        self._init_seed = seed + 2
+        self.rng = np.random.default_rng(stream_seed(seed, "imitation.beta"))
+        self.generator = torch.Generator(self.device).manual_seed(stream_seed(seed, "imitation.updates"))
+        self._init_seed = stream_seed(seed, "imitation.init")
         self._build_policy()
         # D: rows [0, n_labels) of the data set, plus the demos. Rows beyond n_labels exist only
         # after a crash: labels already paid for, reused while the replay meets their observations.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modelrl.agents.base import Agent, charge, clocks, new_timing, timing_columns
+from modelrl.agents.base import Agent, charge, clocks, new_timing, stream_seed, timing_columns
 from modelrl.agents.sac import SAC, SACConfig, batch_to_tensors, validate_sac_config
 from modelrl.device import generator_state, load_generator_state
 from modelrl.envs.rewards import task_functions
@@ -295,19 +295,20 @@ class MBPOAgent(Agent):
         self.model = make_model("ensemble", self.obs_dim, self.action_dim, ensemble_size=c.ensemble_size,
                                 num_elites=c.num_elites, hidden_size=c.model_hidden_size,
                                 num_layers=c.model_num_layers, learn_reward=learn_reward,
-                                learn_termination=self.learn_termination, seed=seed + 10).to(self.device)
+                                learn_termination=self.learn_termination,
+                                seed=stream_seed(seed, "mbpo.model")).to(self.device)
         self.trainer = ModelTrainer(self.model, lr=c.model_lr, weight_decay=c.model_weight_decay,
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_max_epochs or _MAX_EPOCHS_UNCAPPED,
                                     patience=c.model_patience, max_holdout=c.model_max_holdout,
-                                    keep_pre_fit=False, seed=seed + 11)  # bnn.py: first best 1e10
+                                    keep_pre_fit=False, seed=stream_seed(seed, "mbpo.trainer"))  # bnn.py: first best 1e10
         self.dynamics = LearnedDynamics(self.model, reward_fn=None if learn_reward else known.reward,
                                         termination_fn=known.terminal if known is not None else None,
-                                        mode="ts1", particles=1, seed=seed + 12)
+                                        mode="ts1", particles=1, seed=stream_seed(seed, "mbpo.propagation"))
         self.pool = ModelPool(self.obs_dim, self.action_dim, self.device)
         self.gen = torch.Generator(device=self.device)  # model-pool sampling
-        self.gen.manual_seed(seed + 13)
-        self.start_rng = np.random.default_rng(seed + 14)  # rollout start states from D_env
+        self.gen.manual_seed(stream_seed(seed, "mbpo.rollouts"))
+        self.start_rng = np.random.default_rng(stream_seed(seed, "mbpo.starts"))
         self.n_real = int(c.batch_size * c.real_ratio) if self.uses_model else c.batch_size  # mbpo.py _training_batch
         self.k = c.rollout_length
         self.fits = 0

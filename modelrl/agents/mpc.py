@@ -21,7 +21,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from modelrl.agents.base import Agent, AgentConfig
+from modelrl.agents.base import Agent, AgentConfig, stream_seed
 from modelrl.device import generator_state, load_generator_state
 from modelrl.envs.rewards import task_functions
 from modelrl.models.ensemble import make_model
@@ -112,22 +112,25 @@ class MPCAgent(Agent):
         if known is None and not learn_reward:
             raise ValueError(f"{self.env_id} has no known reward function; set learn_reward=True")
         torch.manual_seed(seed)
-        model_kw = dict(hidden_size=c.hidden_size, num_layers=c.num_layers, learn_reward=learn_reward, seed=seed)
+        model_kw = dict(hidden_size=c.hidden_size, num_layers=c.num_layers, learn_reward=learn_reward,
+                        seed=stream_seed(seed, "mpc.model"))
         if c.model == "ensemble":
             model_kw["ensemble_size"] = c.ensemble_size
         self.model = make_model(c.model, self.obs_dim, self.action_dim, **model_kw).to(self.device)
         self.trainer = ModelTrainer(self.model, lr=c.model_lr, weight_decay=c.model_weight_decay,
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
-                                    max_epochs=c.model_epochs, patience=c.model_patience, seed=seed)
+                                    max_epochs=c.model_epochs, patience=c.model_patience,
+                                    seed=stream_seed(seed, "mpc.trainer"))
         self.dynamics = LearnedDynamics(
             self.model, reward_fn=None if learn_reward else known.for_planning(c.shaped_reward),
             termination_fn=known.terminal if known is not None else None,
-            mode=c.propagation, particles=c.particles, seed=seed + 1)
-        self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=seed + 2, device=self.device,
+            mode=c.propagation, particles=c.particles, seed=stream_seed(seed, "mpc.propagation"))
+        self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=stream_seed(seed, "mpc.planner"),
+                                    device=self.device,
                                     compile=c.compile, **self._planner_kwargs(c))
         self.fitted = False
         self.refits = 0
-        self.rng = np.random.default_rng(seed + 3)  # base-policy actions before the first fit
+        self.rng = np.random.default_rng(stream_seed(seed, "mpc.base_policy"))
 
     @staticmethod
     def _planner_kwargs(c: MPCConfig) -> dict[str, Any]:

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.agents.base import Agent, AgentConfig, charge, clocks, new_timing, timing_columns
+from modelrl.agents.base import (SAC_LOG_STD_BOUNDS, Agent, AgentConfig, charge, clocks, new_timing, stream_seed,
+                                 timing_columns)
 from modelrl.device import compiled, generator_state, load_generator_state, resolve_device
 from modelrl.models.layers import EnsembleMLP, uniform_fan_in_
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3 sac/policies.py and softlearning: clip of the policy's log std
+LOG_STD_MIN, LOG_STD_MAX = SAC_LOG_STD_BOUNDS
 
 
 @dataclasses.dataclass
@@ -168,9 +169,9 @@ class SAC:
         self.device = resolve_device(device)
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(seed)
+        self.gen.manual_seed(stream_seed(seed, "sac.updates"))
         self._init_gen = torch.Generator()
-        self._init_gen.manual_seed(seed + 1)
+        self._init_gen.manual_seed(stream_seed(seed, "sac.init"))
         self.actor = GaussianActor(obs_dim, action_dim, c.hidden_size, c.num_layers).to(self.device)
         self.critic = TwinQ(obs_dim + action_dim, c.hidden_size, c.num_layers, 2, c.critic_layernorm,
                             c.critic_dropout).to(self.device)

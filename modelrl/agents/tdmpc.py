@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modelrl.agents.base import Agent, AgentConfig
+from modelrl.agents.base import Agent, AgentConfig, stream_seed
 from modelrl.data.subtraj import SubTrajectorySampler
 from modelrl.device import compiled, generator_state, load_generator_state
 from modelrl.envs.rewards import can_terminate
@@ -196,8 +196,8 @@ class TDMPCAgent(Agent):
         fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters (measured: 2 ms of an update here)
         self.optim = torch.optim.Adam([p for p in self.model.parameters() if p not in pi_params], lr=c.lr, fused=fused)
         self.pi_optim = torch.optim.Adam(self.model.policy.parameters(), lr=c.lr, fused=fused)
-        self.plan_gen = torch.Generator(self.device).manual_seed(seed + 11)  # planning noise
-        self.update_gen = torch.Generator(self.device).manual_seed(seed + 12)  # policy noise, Q-head draws in updates
+        self.plan_gen = torch.Generator(self.device).manual_seed(stream_seed(seed, "tdmpc.planning"))
+        self.update_gen = torch.Generator(self.device).manual_seed(stream_seed(seed, "tdmpc.updates"))
         self._low = torch.full((self.action_dim,), -1.0, device=self.device)
         self._high = torch.full((self.action_dim,), 1.0, device=self.device)
         self.sampler: SubTrajectorySampler | None = None  # built at the first update, sized like the buffer
@@ -347,7 +347,7 @@ class TDMPCAgent(Agent):
     def _make_sampler(self, buffer) -> None:
         c = self.config
         self.sampler = SubTrajectorySampler(buffer.capacity, c.horizon, prioritized=c.prioritized, alpha=c.per_alpha,
-                                            beta=c.per_beta, seed=self.seed + 13)
+                                            beta=c.per_beta, seed=stream_seed(self.seed, "tdmpc.sampler"))
         if self._sampler_state is not None:
             self.sampler.load_state_dict(self._sampler_state)
             self._sampler_state = None

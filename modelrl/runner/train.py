@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from modelrl.agents import AgentConfig, agent_classes, build_config
-from modelrl.agents.base import RunContext, check_fields
+from modelrl.agents.base import RunContext, check_fields, stream_seed
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env
 from modelrl.envs.make import EnvContractError
@@ -264,7 +264,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         warn_if_planning_is_slow(agent, cfg, config_cls)
     buffer = ReplayBuffer(agent.obs_dim, agent.action_dim, cfg.buffer_capacity, seed=cfg.seed)
     meter = LossMeter()
-    explore_rng = np.random.default_rng(cfg.seed + 1)
+    explore_rng = np.random.default_rng(stream_seed(cfg.seed, "loop.explore"))
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
     if run_dir is None:
