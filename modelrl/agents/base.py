@@ -113,7 +113,8 @@ def _coerce(value: Any, tp: Any) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise _Mismatch("one of " + ", ".join(map(repr, args)))
+        close = suggestions(str(value), [str(a) for a in args], n=1) if isinstance(value, str) else []
+        raise _Mismatch("one of " + ", ".join(map(repr, args)) + (f" (did you mean {close[0]!r}?)" if close else ""))
     if origin is tuple:
         fixed = not (len(args) == 2 and args[1] is Ellipsis)
         what = (f"a list of {len(args)} {_NAMES.get(args[0], 'values')}" if fixed

@@ -21,7 +21,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import gymnasium
 import numpy as np
@@ -54,24 +54,24 @@ class ImitationConfig(AgentConfig):
     demos: str | None = None
     """A label data set (a labels/ directory, a run directory, or an exported .npz) added to D for free."""
     # -- the policy pi_theta
-    policy: str = "deterministic"
+    policy: Literal["deterministic", "gaussian", "mixture"] = "deterministic"
     """deterministic: a = mu(o), trained by regression (MSE); gaussian: N(mu(o), sigma(o)^2), by likelihood;
     mixture: a mixture of ``components`` Gaussians, by likelihood, acting with its most probable mean
     (for experts whose labels have several modes, where regression averages them: docs/imitation.md)."""
     components: int = 5  # mixture only; robomimic BC-GMM (Mandlekar et al. 2021): num_modes 5
     hidden_sizes: tuple[int, ...] = (256, 256)
     """ours, not tuned (the common 2 x 256 actor of SAC/TD3); the imitation library's BC default is (32, 32)."""
-    activation: str = "relu"  # ours, not tuned (SB3's MlpPolicy, the imitation library's default, uses tanh)
+    activation: Literal["relu", "tanh", "silu"] = "relu"  # ours, not tuned (SB3's MlpPolicy, the imitation library's default, uses tanh)
     lr: float = 1e-3  # imitation library BC: Adam with its default lr 1e-3
     batch_size: int = 64  # ours; the imitation library's BC default is 32
     epochs: int = 10
     """Passes over D at each round end; ours (the imitation library's DAgger trains 4 epochs per round)."""
-    lr_schedule: str = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     """constant (imitation library); cosine: anneal the rate to 0 over each round's fit (an option; it did
     not change the returns of one 5000-label Pendulum-v1 data set refit offline, ours)."""
     ent_weight: float = 1e-3  # imitation library BC: entropy bonus weight (gaussian policy only)
     l2_weight: float = 0.0  # imitation library BC: L2 penalty on the weights
-    retrain: str = "continue"
+    retrain: Literal["continue", "scratch"] = "continue"
     """continue: keep training the same network each round (imitation library); scratch: a fresh
     network each round, as in Ross et al. 2011's "train classifier pi_{i+1} on D"."""
     round_episodes: int = 1
@@ -105,7 +105,7 @@ class BCConfig(ImitationConfig):
 class DAggerConfig(ImitationConfig):
     """DAgger with the beta schedules of Ross et al. 2011 (Sec. 3) and the imitation library."""
 
-    beta_schedule: str = "first"
+    beta_schedule: Literal["first", "exp", "linear", "constant"] = "first"
     """first: beta_1 = 1, then 0 (Ross et al. 2011: "beta_i = I(i = 1)", parameter-free, often best in practice);
     exp: beta_i = p^(i-1) (Ross et al. 2011); linear: beta_i = max(0, 1 - (i-1)/R) (imitation library,
     LinearBetaSchedule, R = 15); constant: beta_i = p."""
