@@ -13,15 +13,15 @@ disk, NaN in training); ``MODELRL_DEBUG=1`` prints the traceback too.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import traceback
 import types
 import typing
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 import yaml
@@ -213,7 +213,7 @@ def _option_value(args: list[str], name: str) -> str | None:
 
 def _without_option(args: list[str], name: str) -> list[str]:
     out, skip = [], False
-    for i, a in enumerate(args):
+    for a in args:
         if skip:
             skip = False
         elif a == name:
@@ -287,7 +287,8 @@ def train_command(argv: list[str]) -> int:
 
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in file_cfg["train"].items() if k in train_fields}
-    values.update({k: getattr(args, k) for k in loop_names & train_fields if not (k == "device" and args.device is None)})
+    values.update({k: getattr(args, k) for k in loop_names & train_fields
+                   if not (k == "device" and args.device is None)})
     values["algo"] = algo
     cfg = check_train_config(values)
     overrides = {f.name: getattr(args.agent, f.name) for f in dataclasses.fields(args.agent)}

@@ -51,7 +51,8 @@ EGL_PROBE = "from mujoco.egl import GLContext; c = GLContext(64, 64); c.make_cur
 def test_mujoco_and_dm_control_render_offscreen():
     """A fresh process, as `modelrl eval --video` is: MUJOCO_GL must be chosen before MuJoCo loads."""
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
-    probe = subprocess.run([sys.executable, "-c", EGL_PROBE], env={**env, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"},
+    probe = subprocess.run([sys.executable, "-c", EGL_PROBE],
+                           env={**env, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"},
                            capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:  # system libraries, not ours: `make video` installs them (libegl1, libegl-mesa0)
         pytest.skip("EGL offscreen rendering is not available on this machine: " + probe.stderr[-300:])

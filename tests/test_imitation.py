@@ -8,13 +8,20 @@ import pytest
 import torch
 
 from modelrl.agents import make
-from modelrl.agents.experts import (BadLabelError, Expert, HumanExpert, LabellingStopped, PlannerExpert, check_label,
-                                    parse_expert_spec)
+from modelrl.agents.experts import (
+    BadLabelError,
+    Expert,
+    HumanExpert,
+    LabellingStopped,
+    PlannerExpert,
+    check_label,
+    parse_expert_spec,
+)
 from modelrl.cli import main
 from modelrl.data.datasets import LabelDataset
 from modelrl.envs import make_env, true_dynamics
 from modelrl.runner import experts as runner_experts
-from modelrl.runner.train import TrainConfig, evaluate, train
+from modelrl.runner.train import TrainConfig, train
 
 torch.set_num_threads(1)
 CHEAP = ("num_samples=64",)  # a cheap MPPI teacher where the learning is not under test

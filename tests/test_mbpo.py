@@ -13,6 +13,7 @@ from modelrl.cli import main
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env, true_dynamics
 from modelrl.runner.train import TrainConfig
+
 from conftest import metrics_rows as rows
 
 torch.set_num_threads(1)
@@ -20,7 +21,8 @@ torch.set_num_threads(1)
 
 def test_per_task_settings_of_the_official_configs():
     ip = resolve_config(MBPOConfig(), "InvertedPendulum-v5")
-    assert (ip.utd, ip.epoch_length, ip.target_entropy, ip.rollout_length, ip.rollout_length_max) == (10, 250, -0.05, 1, 1)
+    assert (ip.utd, ip.epoch_length, ip.target_entropy, ip.rollout_length, ip.rollout_length_max) == \
+        (10, 250, -0.05, 1, 1)
     hop = resolve_config(MBPOConfig(), "Hopper-v5")
     assert (hop.utd, hop.rollout_epochs, hop.rollout_length_max, hop.target_entropy) == (20, (20, 150), 15, -1.0)
     assert resolve_config(MBPOConfig(), "HalfCheetah-v5").utd == 40
@@ -116,7 +118,7 @@ def test_model_rollouts_follow_the_real_dynamics_after_a_fit():
     buf = ReplayBuffer(3, 1, 1000, seed=0)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
-    for step in range(1, 401):
+    for _ in range(400):
         a = rng.uniform(-1, 1, size=1).astype(np.float32)
         nxt, r, te, tr, _ = env.step(a)
         buf.add(obs, a, r, nxt, te, tr)
@@ -152,7 +154,7 @@ def test_batches_mix_real_and_model_data_in_the_paper_ratio():
     env = make_env("Pendulum-v1", seed=0)
     agent = make("mbpo", env, seed=0, batch_size=100, real_ratio=0.25)
     buf = ReplayBuffer(3, 1, 10, seed=0)
-    for i in range(10):
+    for _ in range(10):
         buf.add(np.full(3, 1.0), [0.5], 1.0, np.full(3, 1.0), False, False)
     agent.pool.resize(50)
     agent.pool.add({"obs": torch.full((50, 3), -1.0), "action": torch.zeros(50, 1), "reward": torch.zeros(50),
@@ -206,6 +208,7 @@ def test_cli_train_mbpo(tmp_path, capsys):
     assert main(args) == 0
     assert rows(out)[0]["env_step"] == "300" and "model_holdout_mse" in rows(out)[0]
     saved = yaml.safe_load((out / "config.yaml").read_text())["agent"]
-    assert saved["target_entropy"] == -0.05  # the task's value as resolved, not None: a later default change can't alter it
+    # the task's value as resolved, not None: a later default change can't alter it
+    assert saved["target_entropy"] == -0.05
     assert main(["train", "mbpo", "--real-ratio", "2", "--steps", "10", "--out", str(tmp_path / "bad")]) == 2
     assert "real_ratio" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from modelrl.agents.sac import SAC, GaussianActor, SACConfig, TwinQ
 from modelrl.cli import main
 from modelrl.envs import make_env
 from modelrl.runner.train import TrainConfig
+
 from conftest import metrics_rows as rows
 
 torch.set_num_threads(1)
@@ -64,7 +65,7 @@ def test_sac_learns_a_contextual_bandit():
     sac = SAC(1, 1, SACConfig(hidden_size=32, batch_size=128, lr=1e-3), seed=0)
     gen = torch.Generator().manual_seed(0)
     first = None
-    for i in range(400):
+    for _ in range(400):
         out = sac.update(*bandit_batch(128, gen))
         first = first if first is not None else float(out["critic_loss"])
     s = torch.linspace(-0.9, 0.9, 7).unsqueeze(1)
@@ -198,6 +199,7 @@ def test_cli_train_sac(tmp_path, capsys):
             "--critic-layernorm", "--explore-steps", "100"]
     assert main(args) == 0
     assert rows(out)[0]["env_step"] == "200"
-    assert (out / "config.yaml").exists() and (out / "checkpoints" / "latest.pt").exists() and any((out / "tb").iterdir())
+    assert (out / "config.yaml").exists() and (out / "checkpoints" / "latest.pt").exists()
+    assert any((out / "tb").iterdir())
     assert main(["train", "sac", "--utd", "0", "--steps", "10", "--out", str(tmp_path / "bad")]) == 2
     assert "utd" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from modelrl.data.subtraj import MaxTree, SubTrajectorySampler, SumTree
 from modelrl.envs import make_env
 from modelrl.models.told import TOLD, HeadsMLP
 from modelrl.runner.train import TrainConfig, train
+
 from conftest import metrics_rows as rows
 
 # A deliberately tiny TD-MPC: mechanics under test, not learning.
@@ -172,7 +173,8 @@ def test_update_trains_every_told_part_and_moves_the_target_by_tau():
     out = agent.update(buf, 51)
     assert out["grad_norm"] > 1e-3
     for params in (agent.optim.param_groups[0]["params"], list(agent.model.policy.parameters())):
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]))
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
+                                                     if p.grad is not None]))
         assert norm <= 1e-3 * (1 + 1e-4)
 
 

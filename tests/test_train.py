@@ -5,6 +5,7 @@ import pytest
 
 from modelrl.cli import main
 from modelrl.runner.train import TrainConfig, TrainingError, train
+
 from conftest import metrics_rows as rows
 
 # A deliberately tiny MPC agent: the loop is under test here, not the learning.

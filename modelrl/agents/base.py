@@ -9,8 +9,9 @@ import time
 import types
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Mapping, Union
+from typing import Any, ClassVar, Literal, Union
 
 import gymnasium
 import numpy as np
@@ -272,7 +273,8 @@ class Agent(ABC):
 
     @abstractmethod
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """The action for ``obs`` (in [-1, 1]); ``deterministic`` asks for the agent's best, not exploratory, action (as evaluations do)."""
+        """The action for ``obs`` (in [-1, 1]); ``deterministic`` asks for the agent's best, not exploratory, action
+        (as evaluations do)."""
 
     @abstractmethod
     def update(self, buffer, step: int) -> dict[str, float]:

@@ -156,7 +156,7 @@ class HumanExpert(Expert):
         self.stdout.write(f"\n[label {self.asked}] {shown}\n")
         for _ in range(self.max_attempts):
             self.stdout.write(f"action ({len(low)} number{'s' if len(low) > 1 else ''} in "
-                              f"[{', '.join(f'{l:g}..{h:g}' for l, h in zip(low, high))}], q to stop)> ")
+                              f"[{', '.join(f'{lo:g}..{hi:g}' for lo, hi in zip(low, high))}], q to stop)> ")
             self.stdout.flush()
             line = self.stdin.readline()
             if line == "" or line.strip().lower() in ("q", "quit"):

@@ -1,4 +1,5 @@
-"""Imitation learning (behaviour cloning, Pomerleau 1989; DAgger, Ross, Gordon, Bagnell 2011): behaviour cloning and DAgger with a pluggable expert.
+"""Imitation learning (behaviour cloning, Pomerleau 1989; DAgger, Ross, Gordon, Bagnell 2011): behaviour cloning and
+DAgger with a pluggable expert.
 
 DAgger (Ross, Gordon and Bagnell 2011, Algorithm 3.1), read top to bottom:
 1. train pi_theta(a_t | o_t) on the labelled set D = {(o_1, a_1), ..., (o_N, a_N)};
@@ -20,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium
 import numpy as np
@@ -61,7 +63,8 @@ class ImitationConfig(AgentConfig):
     components: int = 5  # mixture only; robomimic BC-GMM (Mandlekar et al. 2021): num_modes 5
     hidden_sizes: tuple[int, ...] = (256, 256)
     """ours, not tuned (the common 2 x 256 actor of SAC/TD3); the imitation library's BC default is (32, 32)."""
-    activation: Literal["relu", "tanh", "silu"] = "relu"  # ours, not tuned (SB3's MlpPolicy, the imitation library's default, uses tanh)
+    # ours, not tuned (SB3's MlpPolicy, the imitation library's default, uses tanh)
+    activation: Literal["relu", "tanh", "silu"] = "relu"
     lr: float = 1e-3  # imitation library BC: Adam with its default lr 1e-3
     batch_size: int = 64  # ours; the imitation library's BC default is 32
     epochs: int = 10

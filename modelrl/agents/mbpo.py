@@ -301,7 +301,8 @@ class MBPOAgent(Agent):
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_max_epochs or _MAX_EPOCHS_UNCAPPED,
                                     patience=c.model_patience, max_holdout=c.model_max_holdout,
-                                    keep_pre_fit=False, seed=stream_seed(seed, "mbpo.trainer"))  # bnn.py: first best 1e10
+                                    # bnn.py: first best 1e10
+                                    keep_pre_fit=False, seed=stream_seed(seed, "mbpo.trainer"))
         self.dynamics = LearnedDynamics(self.model, reward_fn=None if learn_reward else known.reward,
                                         termination_fn=known.terminal if known is not None else None,
                                         mode="ts1", particles=1, seed=stream_seed(seed, "mbpo.propagation"))

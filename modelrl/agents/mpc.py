@@ -37,14 +37,16 @@ class MPCConfig(AgentConfig):
     explore_steps: int = 200
     """Uniform random steps before the first fit (PETS: one random trial; 200 = one Pendulum-v1 episode)."""
     # -- model
-    model: Literal["ensemble", "mlp"] = "ensemble"  # PETS: probabilistic ensemble ("mlp": one deterministic network, v0.5 / v1.5)
+    # PETS: probabilistic ensemble ("mlp": one deterministic network, v0.5 / v1.5)
+    model: Literal["ensemble", "mlp"] = "ensemble"
     ensemble_size: int = 5  # PETS Sec. 4: B = 5
     hidden_size: int = 200  # PETS App. A.1 / mbrl-lib gaussian_mlp_ensemble.yaml: 200 units
     num_layers: int = 4  # mbrl-lib gaussian_mlp_ensemble.yaml: 4 hidden layers
     learn_reward: bool | None = None
     """None: learn the reward only where the task has no known reward function."""
     shaped_reward: bool = True
-    """Plan with the task's tie-breaking planning reward where it has one (ours; InvertedPendulum-v5's centring term)."""
+    """Plan with the task's tie-breaking planning reward where it has one (ours; InvertedPendulum-v5's centring
+    term)."""
     propagation: Literal["ts_inf", "ts1", "mean"] = "ts_inf"  # PETS: TS-inf is its main variant (PE-TS)
     particles: int = 20  # PETS Sec. 4.2: P = 20
     # -- model training
@@ -147,8 +149,9 @@ class MPCAgent(Agent):
     def planning_flops(self, config: MPCConfig | None = None) -> float:
         """Dense-layer FLOPs of one planned action: iterations x horizon x (samples x particles) model rows, each
         2 x (in x hidden + (layers - 1) x hidden^2 + hidden x out) with out = the model's outputs (a Gaussian head:
-        mean and log-variance of the next state, and of the reward where it is learned); elementwise work is left out. PETS at the paper's
-        settings on Pendulum-v1: 183 GFLOP (docs/benchmarks.md, "PETS at the paper's settings")."""
+        mean and log-variance of the next state, and of the reward where it is learned); elementwise work is left
+        out. PETS at the paper's settings on Pendulum-v1: 183 GFLOP (docs/benchmarks.md, "PETS at the paper's
+        settings")."""
         c = config or self.config
         targets = self.model.gauss_dim  # the next state, and the reward where it is learned
         out = 2 * targets if c.model == "ensemble" else targets

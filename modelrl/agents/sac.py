@@ -26,8 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.agents.base import (SAC_LOG_STD_BOUNDS, Agent, AgentConfig, charge, clocks, new_timing, stream_seed,
-                                 timing_columns)
+from modelrl.agents.base import (
+    SAC_LOG_STD_BOUNDS,
+    Agent,
+    AgentConfig,
+    charge,
+    clocks,
+    new_timing,
+    stream_seed,
+    timing_columns,
+)
 from modelrl.device import compiled, generator_state, load_generator_state, resolve_device
 from modelrl.models.layers import EnsembleMLP, uniform_fan_in_
 
@@ -219,7 +227,8 @@ class SAC:
         """Stochastic actions for a batch of states (MBPO's model rollouts)."""
         return self.actor.sample(obs, self.gen)[0]
 
-    def update(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminated: Tensor) -> dict[str, Tensor]:
+    def update(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
+               terminated: Tensor) -> dict[str, Tensor]:
         """One SAC update on a batch (tensors on the device); returns detached losses."""
         shape = (obs.shape[0], self.action_dim)  # the two policy draws, in the order the losses use them
         eps_next = torch.randn(shape, generator=self.gen, device=self.device)

@@ -105,7 +105,8 @@ class TDMPCConfig(AgentConfig):
     mixture_coef: float = 0.05  # official: mixture_coef 0.05 -> int(0.05 * 512) = 25 policy trajectories
     min_std: float = 0.05  # official: min_std 0.05 (the sigma floor's final value; also the policy's noise std)
     temperature: float = 2.0
-    """lambda in w = exp((G - max G) / lambda); official: temperature 0.5 used as a multiplier, exp(0.5 (G - max)), so lambda = 2."""
+    """lambda in w = exp((G - max G) / lambda); official: temperature 0.5 used as a multiplier, exp(0.5 (G - max)),
+    so lambda = 2."""
     momentum: float = 0.1  # official: momentum 0.1 (weight of the previous mean)
     max_std: float = 2.0  # official tdmpc.py: sigma starts at 2 and is clamped to [floor, 2]
     std_init: float = 0.5  # official: std_schedule linear(0.5, min_std, 25000)

@@ -14,8 +14,9 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,13 +26,32 @@ from modelrl.agents.base import RunContext, check_fields, stream_seed
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env
 from modelrl.envs.make import EnvContractError
-from modelrl.runner.checkpoint import (CheckpointError, env_rng_state, global_rng_state, load_checkpoint,
-                                       previous_checkpoint, read_checkpoint, save_checkpoint, set_env_rng_state,
-                                       set_global_rng_state)
+from modelrl.runner.checkpoint import (
+    CheckpointError,
+    env_rng_state,
+    global_rng_state,
+    load_checkpoint,
+    previous_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    set_env_rng_state,
+    set_global_rng_state,
+)
 from modelrl.runner.evaluate import eval_reset_seed, run_episodes
 from modelrl.runner.experts import resolve_expert
-from modelrl.runner.rundir import (LOCK_NAME, DiskFullError, MetricsWriter, RunDirError, RunLock, create_run_dir,
-                                   default_run_dir, progress_bar, read_metrics, read_run_config, save_config)
+from modelrl.runner.rundir import (
+    LOCK_NAME,
+    DiskFullError,
+    MetricsWriter,
+    RunDirError,
+    RunLock,
+    create_run_dir,
+    default_run_dir,
+    progress_bar,
+    read_metrics,
+    read_run_config,
+    save_config,
+)
 from modelrl.types import NonFiniteError
 
 
@@ -172,7 +192,8 @@ class LossMeter:
 
     def state_dict(self, step: int | None = None) -> dict:
         self.check(step)  # never checkpoint a diverged agent over the last good one
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts), "last": dict(self.last)}
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts),
+                "last": dict(self.last)}
 
     def load_state_dict(self, state: dict) -> None:
         self.sums, self.counts, self.last = dict(state["sums"]), dict(state["counts"]), dict(state["last"])
@@ -285,7 +306,8 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         set_global_rng_state(ckpt["rng"])
         set_env_rng_state(env, ckpt["env_rng"])
         explore_rng.bit_generator.state = ckpt["explore_rng"]
-        step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
+        step, episode, next_eval, next_ckpt, wall0 = (ckpt[k] for k in
+                                                      ("step", "episode", "next_eval", "next_ckpt", "wall_s"))
         env_step = ckpt.get("env_step", step)
         eval_s = ckpt.get("eval_s", 0.0)
         cpu0, eval_cpu_s = ckpt.get("cpu_s", 0.0), ckpt.get("eval_cpu_s", 0.0)
@@ -330,7 +352,8 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         eval_s += time.perf_counter() - t_eval
         eval_cpu_s += time.process_time() - c_eval
         wall = time.perf_counter() - t0
-        row = {"env_step": env_step, "agent_step": step, "wall_s": round(wall, 3), "train_wall_s": round(wall - eval_s, 3),
+        row = {"env_step": env_step, "agent_step": step, "wall_s": round(wall, 3),
+               "train_wall_s": round(wall - eval_s, 3),
                "train_cpu_s": round(time.process_time() - c0 - eval_cpu_s, 3),
                "eval_return": float(np.mean(returns)),
                "eval_return_std": float(np.std(returns)), "episode": episode, "train_return": train_return}
@@ -394,7 +417,8 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         raise TrainingError(_non_finite_message(err, _at(env_step, cfg.action_repeat), cfg.env, run_dir,
                                                 last_ckpt)) from err
     except EnvContractError as err:
-        raise TrainingError(f"{err} ({_at(env_step, cfg.action_repeat)}): a bug in the environment's step(); once it is fixed, "
+        raise TrainingError(f"{err} ({_at(env_step, cfg.action_repeat)}): a bug in the environment's step(); "
+                            f"once it is fixed, "
                             f"{_resume_hint(run_dir, last_ckpt)}") from err
     except DiskFullError as err:
         raise DiskFullError(f"{err}; then {_resume_hint(run_dir, last_ckpt)}") from err
@@ -516,7 +540,7 @@ def _resume_checkpoint(run_dir: Path) -> dict | None:
         return None  # stopped before its first checkpoint: start over in place (imitation keeps its labels)
     ckpt = load_checkpoint(latest, set_aside=True)
 
-    def at(c: dict) -> int:  # the env step of a checkpoint (its metrics.csv's unit, also in runs from before it had one)
+    def at(c: dict) -> int:  # a checkpoint's env step (metrics.csv's unit), also in runs from before it had one
         return c.get("env_step", c["step"])
 
     def lost(c: dict) -> int:
