@@ -547,7 +547,8 @@ def bench_command(argv: list[str]) -> int:
         tyro.cli(BenchHelp, args=["--help"], prog="modelrl bench")
         return 2
     names = available_benchmarks()
-    if benchmarks_dir() is None:
+    folder = benchmarks_dir()
+    if folder is None:
         raise ValueError("benchmarks/ lives in the source checkout, next to modelrl/; install modelrl from a clone "
                          "(pip install -e .) to run them")
     if argv[0] == "list":
@@ -556,7 +557,7 @@ def bench_command(argv: list[str]) -> int:
     name = argv[0]
     if name not in names:
         raise unknown_name("benchmark", name, names)
-    return subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *argv[1:]], cwd=benchmarks_dir().parent)
+    return subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *argv[1:]], cwd=folder.parent)
 
 
 @dataclasses.dataclass
@@ -622,8 +623,9 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "bench":
         return bench_command(argv[1:])
     if not argv or argv[0].startswith("-"):  # modelrl --help
+        subcommands: dict[str, Callable[..., Any]] = dict(COMMANDS)
         tyro.extras.subcommand_cli_from_dict(
-            COMMANDS, prog="modelrl", args=argv,
+            subcommands, prog="modelrl", args=argv,
             description="modelrl: model-based RL, MPC and planning. `modelrl COMMAND --help` lists a command's "
                         "options.",
         )
@@ -633,9 +635,9 @@ def _dispatch(argv: list[str]) -> int:
     # each command parsed on its own: tyro's messages (a value of the wrong type) and --help speak of that command
     args_type, prog = COMMANDS[argv[0]], f"modelrl {argv[0]}"
     check_options(argv[1:], [args_type], prog)
-    args = tyro.cli(args_type, args=argv[1:], prog=prog)
-    handlers = {PlanArgs: plan, DiagnoseArgs: diagnose, EvalArgs: eval_command, PlotArgs: plot_command,
-                SweepArgs: sweep_command}
+    args: Any = tyro.cli(args_type, args=argv[1:], prog=prog)
+    handlers: dict[type, Callable[[Any], int]] = {PlanArgs: plan, DiagnoseArgs: diagnose, EvalArgs: eval_command,
+                                                  PlotArgs: plot_command, SweepArgs: sweep_command}
     return handlers[args_type](args)
 
 
@@ -647,24 +649,28 @@ def check_options(argv: list[str], classes: list[type], prog: str) -> None:
     missing values are left to tyro."""
     flags: dict[str, Any] = {}
     positional = []
+    arg_config: type[Any] = type(tyro.conf.arg())  # tyro's (private) class of a tyro.conf.arg(...) mark
     for cls in classes:
         hints = typing.get_type_hints(cls, include_extras=True)
         for field in dataclasses.fields(cls):
-            tp, marks = hints[field.name], ()
+            tp = hints[field.name]
+            marks: list[Any] = []
             if typing.get_origin(tp) is Annotated:
                 tp, *marks = typing.get_args(tp)
             if any(m is tyro.conf.Positional for m in marks):
                 positional.append((field.name, tp))
                 continue
-            renamed = [m.name for m in marks if isinstance(m, type(tyro.conf.arg())) and m.name]
+            renamed = [m.name for m in marks if isinstance(m, arg_config) and m.name]
             flag = "--" + (renamed[0] if renamed else field.name).replace("_", "-")
             flags[flag] = tp
             if tp is bool and not any(m is tyro.conf.FlagCreatePairsOff for m in marks):
                 flags["--no-" + flag[2:]] = bool
     if positional and argv and not argv[0].startswith("-"):
         name, tp = positional[0]
-        if _choices(tp) is not None and argv[0] not in _choices(tp):
-            raise unknown_name(name, argv[0], _choices(tp))
+        allowed = _choices(tp)
+        if allowed is not None and argv[0] not in allowed:
+            raise unknown_name(name, argv[0], allowed)
+    value: str | None
     for i, arg in enumerate(argv):
         if arg == "--":
             break

@@ -101,7 +101,7 @@ def test_actor_loss_does_not_move_the_critics():
     sac = SAC(1, 1, SACConfig(hidden_size=16, batch_size=32), seed=0)
     s, a, r, s2, d = bandit_batch(32, torch.Generator().manual_seed(0))
     pi, logp = sac.actor.sample(s, sac.gen)
-    q_pi = sac.critic(torch.cat([s, pi], -1), sac.critic.detached_params()).min(0).values
+    q_pi = sac.critic(torch.cat([s, pi], -1), params=sac.critic.detached_params()).min(0).values
     (0.1 * logp - q_pi).mean().backward()
     assert all(p.grad is None for p in sac.critic.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sac.actor.parameters())

@@ -187,8 +187,9 @@ class Policy(nn.Module):
         mean, std = self.normalizer.mean.cpu().numpy().copy(), self.normalizer.std.cpu().numpy().copy()
         layers = [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
                   for m in list(self.body) + [self.head] if isinstance(m, nn.Linear)]
-        act = {nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Tanh: np.tanh,
-               nn.SiLU: lambda x: x / (1.0 + np.exp(-x))}[type(self.body[1])] if len(self.body) else None
+        acts: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
+            nn.ReLU: lambda x: np.maximum(x, 0.0), nn.Tanh: np.tanh, nn.SiLU: lambda x: x / (1.0 + np.exp(-x))}
+        act = acts[type(self.body[1])] if len(self.body) else acts[nn.ReLU]  # no hidden layer: never called
         k, a_dim, mixture = self.k, self.action_dim, self.kind == "mixture"
 
         def forward(obs: np.ndarray) -> np.ndarray:
@@ -251,8 +252,8 @@ class ImitationAgent(Agent):
             raise ValueError(f"label_budget must be >= 0 or None, got {c.label_budget}")
         if c.round_steps < 0 or min(c.epochs, c.batch_size, c.label_every, c.round_episodes) < 1:
             raise ValueError("round_steps must be >= 0; epochs, batch_size, label_every and round_episodes >= 1")
-        self.low = env.action_space.low.astype(np.float32).reshape(-1)
-        self.high = env.action_space.high.astype(np.float32).reshape(-1)
+        self.low = self.action_space.low.astype(np.float32).reshape(-1)
+        self.high = self.action_space.high.astype(np.float32).reshape(-1)
         self.rng = np.random.default_rng(stream_seed(seed, "imitation.beta"))
         self.generator = torch.Generator(self.device).manual_seed(stream_seed(seed, "imitation.updates"))
         self._init_seed = stream_seed(seed, "imitation.init")
@@ -309,7 +310,8 @@ class ImitationAgent(Agent):
 
     def _build_policy(self) -> None:
         c = self.config
-        self._fast = None  # numpy snapshot of the policy for evaluation, rebuilt on demand
+        # numpy snapshot of the policy for evaluation, rebuilt on demand
+        self._fast: Callable[[np.ndarray], np.ndarray] | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._init_seed)
             self.policy = Policy(self.obs_dim, self.action_dim, tuple(c.hidden_sizes), c.activation,

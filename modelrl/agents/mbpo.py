@@ -156,14 +156,17 @@ def resolve_config(c: MBPOConfig, env_id: str | None) -> MBPOConfig:
     elif not isinstance(c.model_weight_decay, (int, float)):
         c = dataclasses.replace(c, model_weight_decay=tuple(float(d) for d in c.model_weight_decay))
     if c.rollout_epochs is not None:
-        c = dataclasses.replace(c, rollout_epochs=tuple(int(e) for e in c.rollout_epochs))
+        a, b = c.rollout_epochs
+        c = dataclasses.replace(c, rollout_epochs=(int(a), int(b)))
     validate_mbpo_config(c)
     return c
 
 
 def validate_mbpo_config(c: MBPOConfig) -> None:
-    """Clear errors for settings that cannot work."""
+    """Clear errors for settings that cannot work (in a config ``resolve_config`` has filled)."""
     validate_sac_config(c)
+    assert c.rollout_length is not None and c.rollout_length_max is not None and c.rollout_epochs is not None
+    assert c.model_weight_decay is not None and c.min_pool_size is not None and c.explore_steps is not None
     if not 0.0 <= c.real_ratio <= 1.0:
         raise ValueError(f"real_ratio (fraction of each batch from D_env) must be in [0, 1], got {c.real_ratio}")
     if c.rollout_length < 1 or c.rollout_length_max < 1:
@@ -191,7 +194,8 @@ def validate_mbpo_config(c: MBPOConfig) -> None:
 
 def rollout_length(c: MBPOConfig, epoch: int) -> int:
     """k at ``epoch``: rollout_length until epoch a, then linear to rollout_length_max at epoch b
-    (mbpo.py ``_set_rollout_length``, truncated to an integer as there)."""
+    (mbpo.py ``_set_rollout_length``, truncated to an integer as there). ``c`` as ``resolve_config`` fills it."""
+    assert c.rollout_epochs is not None and c.rollout_length is not None and c.rollout_length_max is not None
     a, b = c.rollout_epochs
     frac = min(max((epoch - a) / (b - a), 0.0), 1.0)
     return int(c.rollout_length + frac * (c.rollout_length_max - c.rollout_length))
@@ -292,6 +296,7 @@ class MBPOAgent(Agent):
         if known is None and not learn_reward:
             raise ValueError(f"{self.env_id} has no known reward function; set learn_reward=True")
         self.learn_termination = known is None  # unknown task: learn when episodes end, too
+        assert c.model_weight_decay is not None  # resolve_config filled it
         self.model = make_model("ensemble", self.obs_dim, self.action_dim, ensemble_size=c.ensemble_size,
                                 num_elites=c.num_elites, hidden_size=c.model_hidden_size,
                                 num_layers=c.model_num_layers, learn_reward=learn_reward,
@@ -303,7 +308,8 @@ class MBPOAgent(Agent):
                                     patience=c.model_patience, max_holdout=c.model_max_holdout,
                                     # bnn.py: first best 1e10
                                     keep_pre_fit=False, seed=stream_seed(seed, "mbpo.trainer"))
-        self.dynamics = LearnedDynamics(self.model, reward_fn=None if learn_reward else known.reward,
+        reward_fn = known.reward if known is not None and not learn_reward else None  # known: checked above
+        self.dynamics = LearnedDynamics(self.model, reward_fn=reward_fn,
                                         termination_fn=known.terminal if known is not None else None,
                                         mode="ts1", particles=1, seed=stream_seed(seed, "mbpo.propagation"))
         self.pool = ModelPool(self.obs_dim, self.action_dim, self.device)
@@ -325,11 +331,15 @@ class MBPOAgent(Agent):
 
     def epoch(self, step: int) -> int:
         """MBPO's epoch index: epochs count from the end of the random seed steps."""
-        return max(step - self.config.explore_steps, 0) // self.config.epoch_length
+        c = self.config
+        assert c.explore_steps is not None and c.epoch_length is not None  # resolve_config filled them
+        return max(step - c.explore_steps, 0) // c.epoch_length
 
     # -- 1. model: fit on D_env, then branched rollouts into D_model ----------------------------
     def _fit_and_rollout(self, buffer, step: int) -> None:
         c = self.config
+        assert c.rollouts_per_step is not None and c.model_train_freq is not None  # resolve_config filled them
+        assert c.model_retain_epochs is not None and c.epoch_length is not None
         mark = clocks()
         data = buffer.all()
         out = self.trainer.fit(data["obs"], data["action"], data["next_obs"],
@@ -367,6 +377,8 @@ class MBPOAgent(Agent):
 
     def update(self, buffer, step: int) -> dict[str, float]:
         c = self.config
+        assert c.explore_steps is not None and c.model_train_freq is not None  # resolve_config filled them
+        assert c.min_pool_size is not None and c.utd is not None
         last = (buffer.pos - 1) % buffer.capacity
         if buffer.size and (buffer.terminated[last] or buffer.truncated[last]):
             self.completed = step
@@ -404,6 +416,8 @@ class MBPOAgent(Agent):
         self.start_rng.bit_generator.state = state["start_rng"]
         self.k, self.fits = int(state["k"]), int(state["fits"])
         # checkpoints from before min_pool_size: they were already updating SAC
-        self.completed = int(state.get("completed", self.config.min_pool_size if self.fits else 0))
+        min_pool_size = self.config.min_pool_size
+        assert min_pool_size is not None  # resolve_config filled it
+        self.completed = int(state.get("completed", min_pool_size if self.fits else 0))
         self.timing.update(state["timing"])
         self._model_info = dict(state["model_info"])

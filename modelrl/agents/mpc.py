@@ -123,8 +123,9 @@ class MPCAgent(Agent):
                                     batch_size=c.model_batch_size, holdout_ratio=c.holdout_ratio,
                                     max_epochs=c.model_epochs, patience=c.model_patience,
                                     seed=stream_seed(seed, "mpc.trainer"))
+        reward_fn = known.for_planning(c.shaped_reward) if known is not None and not learn_reward else None
         self.dynamics = LearnedDynamics(
-            self.model, reward_fn=None if learn_reward else known.for_planning(c.shaped_reward),
+            self.model, reward_fn=reward_fn,
             termination_fn=known.terminal if known is not None else None,
             mode=c.propagation, particles=c.particles, seed=stream_seed(seed, "mpc.propagation"))
         self.planner = make_planner(c.planner, self.dynamics, env.action_space, seed=stream_seed(seed, "mpc.planner"),
@@ -146,13 +147,15 @@ class MPCAgent(Agent):
         params = inspect.signature(PLANNERS[c.planner]).parameters
         return {k: v for k, v in wanted.items() if k in params}
 
-    def planning_flops(self, config: MPCConfig | None = None) -> float:
+    def planning_flops(self, config: AgentConfig | None = None) -> float:
         """Dense-layer FLOPs of one planned action: iterations x horizon x (samples x particles) model rows, each
         2 x (in x hidden + (layers - 1) x hidden^2 + hidden x out) with out = the model's outputs (a Gaussian head:
         mean and log-variance of the next state, and of the reward where it is learned); elementwise work is left
         out. PETS at the paper's settings on Pendulum-v1: 183 GFLOP (docs/benchmarks.md, "PETS at the paper's
         settings")."""
         c = config or self.config
+        if not isinstance(c, MPCConfig):
+            raise TypeError(f"planning_flops of an MPC agent needs an MPCConfig, got a {type(c).__name__}")
         targets = self.model.gauss_dim  # the next state, and the reward where it is learned
         out = 2 * targets if c.model == "ensemble" else targets
         per_row = 2 * ((self.obs_dim + self.action_dim) * c.hidden_size + (c.num_layers - 1) * c.hidden_size ** 2

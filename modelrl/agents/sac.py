@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium
@@ -123,13 +124,14 @@ class TwinQ(EnsembleMLP):
             **{f"{kind}.{i}": f"norms.{i}.{new}" for kind, new in (("ln_weight", "weight"), ("ln_bias", "bias"))
                for i in range(layers if layernorm else 0)}}
 
-    def reset_parameters(self, gen: torch.Generator) -> None:
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases (SB3's init)."""
-        super().reset_parameters(gen)
+        super().reset_parameters(generator)
 
-    def forward(self, x: Tensor, params: list[Tensor] | None = None) -> Tensor:
-        """``x[B, in]`` -> ``Q[N, B]``. ``params`` (e.g. ``detached_params()``) replace the module's own."""
-        return super().forward(x, params=params).squeeze(-1)  # x is shared by the N critics
+    def forward(self, x: Tensor, members: Tensor | None = None, params: Sequence[Tensor] | None = None) -> Tensor:
+        """``x[B, in]`` -> ``Q[N, B]``. ``params`` (e.g. ``detached_params()``) replace the module's own;
+        ``members`` picks critics, as in ``EnsembleMLP.forward``."""
+        return super().forward(x, members, params).squeeze(-1)  # x is shared by the N critics
 
 
 class GaussianActor(nn.Module):
@@ -198,8 +200,8 @@ class SAC:
             self.critic.reset_parameters(self._init_gen)
             for t, s in zip(self.critic_target.parameters(), self.critic.parameters()):
                 t.copy_(s)
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.critic_target.parameters())
+        self._critic_params: list[Tensor] = list(self.critic.parameters())
+        self._target_params: list[Tensor] = list(self.critic_target.parameters())
         params = list(self.actor.parameters()) + self._critic_params
         if self.c.learn_alpha:
             params.append(self.log_alpha)
@@ -259,7 +261,7 @@ class SAC:
         q = self.critic(torch.cat([obs, action], -1))  # [2, B]
         critic_loss = 0.5 * (q - y).square().mean(1).sum()
         pi, logp = self.actor.sample(obs, None, eps)  # 2. actor, through the critics but not into them
-        q_pi = self.critic(torch.cat([obs, pi], -1), self.critic.detached_params()).min(0).values
+        q_pi = self.critic(torch.cat([obs, pi], -1), params=self.critic.detached_params()).min(0).values
         actor_loss = (alpha * logp - q_pi).mean()
         loss = critic_loss + actor_loss
         if c.learn_alpha:  # 3. temperature

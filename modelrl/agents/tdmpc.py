@@ -178,7 +178,7 @@ class TDMPCAgent(Agent):
     def __init__(self, env: gymnasium.Env, config: TDMPCConfig, seed: int = 0, device: str = "auto") -> None:
         super().__init__(env, config, seed, device)
         c = config
-        if not (np.allclose(env.action_space.low, -1) and np.allclose(env.action_space.high, 1)):
+        if not (np.allclose(self.action_space.low, -1) and np.allclose(self.action_space.high, 1)):
             raise ValueError("TD-MPC acts in [-1, 1]; build the env with modelrl.make_env")
         if not 1 <= c.num_elites <= c.num_samples + int(c.mixture_coef * c.num_samples):
             raise ValueError(f"need 1 <= num_elites <= num_samples (+ policy trajectories), got {c.num_elites}")
@@ -189,6 +189,7 @@ class TDMPCAgent(Agent):
             raise ValueError("need temperature > 0 and 0 < min_std <= max_std")
         if c.episodic is None:  # resolved here, so config.yaml records what ran
             c = self.config = dataclasses.replace(c, episodic=can_terminate(self.env_id) is not False)
+        assert c.episodic is not None  # resolved just above
         self.model = TOLD(self.obs_dim, self.action_dim, latent_dim=c.latent_dim, enc_dim=c.enc_dim,
                           mlp_dim=c.mlp_dim, num_q=c.num_q, simnorm_latent=c.simnorm,
                           layernorm_mish=c.layernorm_mish, termination=c.episodic, seed=seed).to(self.device)
@@ -289,8 +290,8 @@ class TDMPCAgent(Agent):
         self._prev_mean, self._t0 = out.mean, False
         if not deterministic:
             action = action + out.std[0] * torch.randn(b, dim, generator=gen, device=self.device)
-        action = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-        return action[0] if single else action
+        actions = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+        return actions[0] if single else actions
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         with flush_denormal(self.config.flush_denormal):
@@ -318,10 +319,9 @@ class TDMPCAgent(Agent):
         self.std_floor = linear_schedule(c.std_init, c.min_std, c.schedule_steps, step)
         if step < c.explore_steps:
             return {}
-        if self.sampler is None:
-            self._make_sampler(buffer)
-        self.sampler.sync(buffer)
-        if self.sampler.num_valid == 0:
+        sampler = self.sampler if self.sampler is not None else self._make_sampler(buffer)
+        sampler.sync(buffer)
+        if sampler.num_valid == 0:
             return {}
         n = c.updates_per_step
         if self.num_updates == 0:
@@ -345,17 +345,20 @@ class TDMPCAgent(Agent):
                              "with episodic=False, which treats every episode as running to its time limit; "
                              "set episodic=True (`--episodic True` on the command line) for tasks that terminate")
 
-    def _make_sampler(self, buffer) -> None:
+    def _make_sampler(self, buffer) -> SubTrajectorySampler:
         c = self.config
-        self.sampler = SubTrajectorySampler(buffer.capacity, c.horizon, prioritized=c.prioritized, alpha=c.per_alpha,
-                                            beta=c.per_beta, seed=stream_seed(self.seed, "tdmpc.sampler"))
+        self.sampler = sampler = SubTrajectorySampler(buffer.capacity, c.horizon, prioritized=c.prioritized,
+                                                      alpha=c.per_alpha, beta=c.per_beta,
+                                                      seed=stream_seed(self.seed, "tdmpc.sampler"))
         if self._sampler_state is not None:
-            self.sampler.load_state_dict(self._sampler_state)
+            sampler.load_state_dict(self._sampler_state)
             self._sampler_state = None
+        return sampler
 
     def _update_once(self, buffer) -> dict[str, float]:
-        c, model, gen = self.config, self.model, self.update_gen
-        batch = self.sampler.sample(buffer, c.batch_size)
+        c, model, gen, sampler = self.config, self.model, self.update_gen, self.sampler
+        assert sampler is not None, "update() makes it before the first update"
+        batch = sampler.sample(buffer, c.batch_size)
         dev = self.device
         obs = torch.from_numpy(batch["obs"]).to(dev, non_blocking=True)  # s_0 [B, S]
         action = torch.from_numpy(batch["action"]).to(dev, non_blocking=True)  # [H, B, A]
@@ -376,7 +379,7 @@ class TDMPCAgent(Agent):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.optim.param_groups[0]["params"], c.grad_clip_norm)
         self.optim.step()
         # the sum tree lives on the host: the one device-to-host copy of an update
-        self.sampler.update_priorities(batch["idx"], priority.clamp(max=1e4).cpu().numpy())
+        sampler.update_priorities(batch["idx"], priority.clamp(max=1e4).cpu().numpy())
 
         pi_loss = self._update_pi(z_all.detach(), rho)
         self.num_updates += 1

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from modelrl.runner.rundir import atomic_write_text, read_run_config
 from modelrl.types import NonFiniteError
@@ -108,9 +109,9 @@ def run_episodes(agent, envs: list, seeds: list[int], render: int = 0, max_steps
                     actions = batch_act(obs[running], deterministic=True)
             return totals.tolist(), lengths.tolist(), frames
     out = []
-    for i, (env, sd) in enumerate(zip(envs, seeds)):
+    for ep, (env, sd) in enumerate(zip(envs, seeds)):
         agent.reset()
-        out.append(run_episode(env, lambda o: agent.act(o, deterministic=True), sd, i < render, max_steps))
+        out.append(run_episode(env, lambda o: agent.act(o, deterministic=True), sd, ep < render, max_steps))
     return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
 
 
@@ -157,13 +158,13 @@ def write_video(frames: list[np.ndarray], path_stem: Path, fps: int) -> list[Pat
     else:
         mp4 = path_stem.with_suffix(".mp4")
         # even sizes for H.264; macro_block_size=1 keeps the frame as it is when it already is
-        frames_even = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
+        frames_even: list[npt.ArrayLike] = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
         imageio.mimwrite(mp4, frames_even, fps=fps, codec="libx264", quality=7, macro_block_size=1,
                          ffmpeg_log_level="error")
         written.append(mp4)
     gif = path_stem.with_suffix(".gif")
     step = max(1, int(np.ceil(fps / GIF_MAX_FPS)))
-    small = [_shrink(f, GIF_MAX_WIDTH) for f in frames[::step]]
+    small: list[npt.ArrayLike] = [_shrink(f, GIF_MAX_WIDTH) for f in frames[::step]]
     imageio.mimwrite(gif, small, duration=1000.0 * step / fps, loop=0)
     written.append(gif)
     return written

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
@@ -200,7 +201,7 @@ class LossMeter:
 
 
 def train(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     overrides: dict[str, Any] | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
@@ -219,6 +220,7 @@ def train(
 
     The run directory is owned: a new run refuses one that already holds files (``--resume`` continues
     a run), and a lock (``runner.rundir.RunLock``) keeps a second process out while this one writes.
+    ``cfg`` may be None with ``resume`` (the run's config.yaml has it).
     """
     agent_config = None
     if resume is not None:
@@ -226,6 +228,8 @@ def train(
         if not (target / "config.yaml").is_file():
             raise FileNotFoundError(f"{target} is not a run directory (no config.yaml): nothing to resume")
     else:  # every setting checked before a directory is made
+        if cfg is None:
+            raise TypeError("train: cfg is None, which only a resume (resume=<run dir>) can take")
         cfg = check_train_config(cfg)
         agent_config = build_config(agent_classes(cfg.algo)[0], cfg.preset, cfg.env, **(overrides or {}))
         target = Path(out) if out is not None else default_run_dir(cfg.algo, cfg.env, cfg.seed)
@@ -268,6 +272,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
             cfg = dataclasses.replace(cfg, steps=steps)
             save_config(run_dir, {**saved, "train": dataclasses.asdict(cfg)})
     else:
+        assert cfg is not None and agent_config is not None, "train checks both for a new run"
         run_dir = None
         ckpt = None
     if device is not None:
@@ -277,7 +282,9 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     config_cls, agent_cls = agent_classes(cfg.algo)
     if cfg.action_repeat is None:
         cfg = dataclasses.replace(cfg, action_repeat=config_cls.default_action_repeat(cfg.env))
-    env = make_env(cfg.env, seed=cfg.seed, action_repeat=cfg.action_repeat)
+    action_repeat = cfg.action_repeat
+    assert action_repeat is not None
+    env = make_env(cfg.env, seed=cfg.seed, action_repeat=action_repeat)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     agent = agent_cls(env, agent_config, seed=cfg.seed, device=cfg.device)
@@ -324,6 +331,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
     c0 = time.process_time() - cpu0
 
     last_ckpt = env_step if ckpt is not None else None
+    envs_for_eval: list[gymnasium.Env] | None = None  # made at the first evaluation, kept for the next ones
 
     def checkpoint() -> None:
         nonlocal last_ckpt
@@ -343,9 +351,9 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
         nonlocal eval_s, eval_cpu_s, envs_for_eval
         t_eval, c_eval = time.perf_counter(), time.process_time()
         if envs_for_eval is None:
-            envs_for_eval = eval_envs(cfg.env, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+            envs_for_eval = eval_envs(cfg.env, cfg.eval_episodes, cfg.seed, action_repeat)
         try:
-            returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, cfg.action_repeat)
+            returns = evaluate(agent, envs_for_eval, cfg.eval_episodes, cfg.seed, action_repeat)
         except NonFiniteError as err:
             raise NonFiniteError(f"{err} (in the evaluation at env step {env_step})", what=err.what,
                                  step=env_step) from err
@@ -368,14 +376,15 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
 
     agent.reset()
     ep_return, last_eval = 0.0, float("nan")
-    envs_for_eval = None
     bar = progress_bar(progress and not agent.interactive)  # no bar over a labeller's prompt
+    action_space = env.action_space
+    assert isinstance(action_space, gymnasium.spaces.Box), "the agent refuses other action spaces"
     try:
         with bar:
             task = bar.add_task(f"{cfg.algo} on {cfg.env}", total=cfg.steps, completed=env_step)
             while env_step < cfg.steps:
                 if step < agent.config.explore_steps:
-                    action = explore_rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+                    action = explore_rng.uniform(action_space.low, action_space.high).astype(np.float32)
                 else:
                     action = agent.act(obs)
                     if not np.all(np.isfinite(action)):
@@ -387,7 +396,7 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
                                              what="action", step=env_step + 1)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 try:
-                    buffer.add(obs, action, reward, next_obs, terminated, truncated)
+                    buffer.add(obs, action, float(reward), next_obs, terminated, truncated)
                 except ValueError as err:  # an env whose observations change size
                     raise EnvContractError(f"{cfg.env}: {err}") from err
                 step += 1
@@ -414,10 +423,10 @@ def _train(cfg: TrainConfig | None, agent_config: AgentConfig | None, target: Pa
                     obs, _ = env.reset()
                     agent.reset()
     except NonFiniteError as err:
-        raise TrainingError(_non_finite_message(err, _at(env_step, cfg.action_repeat), cfg.env, run_dir,
+        raise TrainingError(_non_finite_message(err, _at(env_step, action_repeat), cfg.env, run_dir,
                                                 last_ckpt)) from err
     except EnvContractError as err:
-        raise TrainingError(f"{err} ({_at(env_step, cfg.action_repeat)}): a bug in the environment's step(); "
+        raise TrainingError(f"{err} ({_at(env_step, action_repeat)}): a bug in the environment's step(); "
                             f"once it is fixed, "
                             f"{_resume_hint(run_dir, last_ckpt)}") from err
     except DiskFullError as err:
@@ -480,11 +489,13 @@ def _count_env_steps(run_dir: Path, saved: dict, cfg: TrainConfig, ckpt: dict) -
     metrics.csv counted agent steps) to the current units: everything times the action repeat, metrics.csv gets
     ``agent_step``, and config.yaml says so, so it resumes as it would have run."""
     k = cfg.action_repeat
+    assert k is not None, "called for a run with an action repeat above 1"
     cfg = dataclasses.replace(cfg, steps=cfg.steps * k, eval_every=cfg.eval_every * k,
                               checkpoint_every=cfg.checkpoint_every * k if cfg.checkpoint_every else None)
     save_config(run_dir, {**saved, "train": dataclasses.asdict(cfg)})
     ckpt.update(env_step=ckpt["step"] * k, next_eval=ckpt["next_eval"] * k, next_ckpt=ckpt["next_ckpt"] * k)
-    writer = MetricsWriter(run_dir, ["env_step", "agent_step"], keep_until=math.inf)
+    # keep_until=inf: reload every row (MetricsWriter compares it as a number; its int annotation is too narrow)
+    writer = MetricsWriter(run_dir, ["env_step", "agent_step"], keep_until=math.inf)  # type: ignore[arg-type]
     for row in writer.rows:
         if row.get("agent_step", "") == "":
             row["agent_step"], row["env_step"] = row["env_step"], int(float(row["env_step"])) * k
