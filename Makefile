@@ -34,8 +34,8 @@ $(VENV)/.installed-video: $(VENV)/.installed $(VENV)/.installed-gl
 	$(PIP) -e ".[video]"
 	touch $@
 
-# dev = pytest + the video and ray extras (the tests render videos and run a local Ray sweep). No system
-# packages here: the MuJoCo offscreen-rendering test skips itself where EGL does not work.
+# dev = pytest, ruff and mypy (pinned) + the video and ray extras (the tests render videos and run a local Ray
+# sweep). No system packages here: the MuJoCo offscreen-rendering test skips itself where EGL does not work.
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e ".[dev]"
 	touch $@
@@ -51,8 +51,11 @@ demo: $(VENV)/.installed
 	$(BIN)/modelrl train mpc --env Pendulum-v1 --preset v1.5 --steps 800 --eval-every 200 --eval-episodes 3
 	$(BIN)/modelrl plan mppi --env Pendulum-v1 --episodes 3 --num-samples 300
 
-# One pytest worker per logical CPU (at most 4; pytest-xdist), the slowest tests listed at the end.
+# Lint (ruff) and type check (mypy; what it checks: [tool.mypy] in pyproject.toml) the whole tree, then the tests:
+# one pytest worker per logical CPU (at most 4; pytest-xdist), the slowest tests listed at the end.
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n logical --maxprocesses=4 --durations=15
 
 # From zero to a trained agent, its learning curve and a video (README, "From zero to a trained agent").

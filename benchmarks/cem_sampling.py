@@ -13,7 +13,6 @@ Writes benchmarks/results/cem_sampling.json and a section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -49,14 +48,16 @@ def main() -> None:
             pair = [run(env_id, h, t, args.episodes) for t in (False, True)]
             results += pair
             clamp, trunc = pair
-            rows.append([env_id, h, f"{clamp['mean']:.1f} ± {clamp['std']:.1f}", f"{trunc['mean']:.1f} ± {trunc['std']:.1f}",
-                         f"{trunc['mean'] - clamp['mean']:+.1f}", f"{clamp['ms_per_action']:.1f} / {trunc['ms_per_action']:.1f}"])
+            rows.append([env_id, h, f"{clamp['mean']:.1f} ± {clamp['std']:.1f}",
+                         f"{trunc['mean']:.1f} ± {trunc['std']:.1f}", f"{trunc['mean'] - clamp['mean']:+.1f}",
+                         f"{clamp['ms_per_action']:.1f} / {trunc['ms_per_action']:.1f}"])
             print(rows[-1], flush=True)
     m = machine()
     save_results("cem_sampling", {"machine": m, "episodes": args.episodes, "runs": results})
-    text = (f"### CEM sampling: clamped Gaussian against PETS's truncated normal\n\n`python -m benchmarks.cem_sampling` "
-            f"on {m['cpu']}, {m['date']}, torch {m['torch']}, one thread. True model, PETS's CEM (500 samples, 50 "
-            f"elites, 5 iterations, alpha 0.1), {args.episodes} closed-loop episodes (reset seeds 0-{args.episodes - 1}); "
+    text = ("### CEM sampling: clamped Gaussian against PETS's truncated normal\n\n"
+            f"`python -m benchmarks.cem_sampling` on {m['cpu']}, {m['date']}, torch {m['torch']}, one thread. True "
+            "model, PETS's CEM (500 samples, 50 elites, 5 iterations, alpha 0.1), "
+            f"{args.episodes} closed-loop episodes (reset seeds 0-{args.episodes - 1}); "
             "return mean ± std over episodes.\n\n"
             + md_table(["task", "horizon", "clamped Gaussian", "truncated normal (PETS)", "difference",
                         "ms per action (clamped / truncated)"], rows))

@@ -76,7 +76,8 @@ def curve_from_run(run: Path) -> dict:
         rows = list(csv.DictReader(f))
     curve = {"step": [int(r["env_step"]) for r in rows], "return": [float(r["eval_return"]) for r in rows],
              "return_std": [float(r["eval_return_std"]) for r in rows],
-             "train_s": [float(r["train_wall_s"]) for r in rows], "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
+             "train_s": [float(r["train_wall_s"]) for r in rows],
+             "train_cpu_s": [float(r["train_cpu_s"]) for r in rows]}
     for key in CURVE_EXTRAS:
         if rows and rows[-1].get(key) not in (None, ""):
             curve[key] = [float(r[key]) if r.get(key) not in (None, "") else 0.0 for r in rows]

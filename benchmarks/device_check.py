@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ import torch
 from benchmarks.common import RESULTS, machine, md_table, write_docs_section
 
 # (name, algo, preset, env, overrides, loop steps): the short loop is measured on every device
-CASES = [
+CASES: list[tuple[str, str, str | None, str, dict[str, Any], int]] = [
     ("tdmpc cpu", "tdmpc", "cpu", "Pendulum-v1", {"compile": False}, 200),
     ("tdmpc paper", "tdmpc", "paper", "HalfCheetah-v5", {}, 200),
     ("sac", "sac", "sac", "HalfCheetah-v5", {}, 300),
@@ -73,7 +74,7 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     over = dict(over)
     if algo == "tdmpc":
         over["pretrain_updates"] = 1  # time one update, not the 1000 that end the seed phase
-    agent = make(algo, env, preset=preset, seed=0, device=str(device), **over)
+    agent: Any = make(algo, env, preset=preset, seed=0, device=str(device), **over)  # attributes per algo
     explore = max(int(agent.config.explore_steps), 1)
     buf = ReplayBuffer(agent.obs_dim, agent.action_dim, 100_000, seed=0)
     rng = np.random.default_rng(0)
@@ -119,7 +120,8 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     env.close()
     return {"case": name, "algo": algo, "preset": preset, "env": env_id, "device": str(device),
             "plan_ms": 1e3 * plan_s, "update_ms": 1e3 * update_s,
-            "update_kind": {"mpc": "model refit", "mbpo": "G=20 SAC updates", "sac": "1 SAC update"}.get(algo, "1 update"),
+            "update_kind": {"mpc": "model refit", "mbpo": "G=20 SAC updates",
+                            "sac": "1 SAC update"}.get(algo, "1 update"),
             "loop_steps": n, "steps_per_s": n / loop_s, "first_plan_s": first_plan_s, "first_update_s": first_update_s}
 
 
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cases = list(CASES)
     if args.compile:
-        cases += [(f"{c[0]} compiled", c[1], c[2], c[3], {**c[4], "compile": True}, c[5]) for c in CASES if c[0] in COMPILED]
+        cases += [(f"{c[0]} compiled", c[1], c[2], c[3], {**c[4], "compile": True}, c[5])
+                  for c in CASES if c[0] in COMPILED]
     cases = [c for c in cases if args.cases is None or c[0] in args.cases.split(",")]
     torch.set_num_threads(args.cpu_threads)
     repeats, scale = (3, 0.2) if args.quick else (args.repeats, 1.0)
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case[0]:>12} on {d:<6} plan {row['plan_ms']:9.2f} ms  update {row['update_ms']:9.2f} ms  "
                   f"{row['steps_per_s']:8.1f} steps/s  ({time.perf_counter() - t:.0f} s)", flush=True)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    data = {"machine": {**machine(), "gpu": gpu, "cpu_threads": args.cpu_threads}, "devices": devices,
+    data: dict[str, Any] = {"machine": {**machine(), "gpu": gpu, "cpu_threads": args.cpu_threads}, "devices": devices,
             "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(data, indent=2))

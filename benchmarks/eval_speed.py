@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def ready_agent(algo: str, preset: str, env_id: str, repeat: int):
     from modelrl.envs import make_env
 
     env = make_env(env_id, seed=0, action_repeat=repeat)
-    agent = make(algo, env, preset=preset, seed=0, device="cpu", compile=False)  # eager, as recorded
+    agent: Any = make(algo, env, preset=preset, seed=0, device="cpu", compile=False)  # eager, as recorded
     if algo == "mpc":  # fit the model once on random data, as after the seed phase
         buf = ReplayBuffer(agent.obs_dim, agent.action_dim, 10_000, seed=0)
         rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from modelrl.runner.experts import resolve_expert
 from modelrl.runner.train import TrainConfig, evaluate, train
 
 # Per env: the label budget of both students, and settings over the defaults (the same for BC and DAgger).
-SETUPS = {
+SETUPS: dict[str, dict[str, Any]] = {
     # the "multimodal" preset of dagger (and of bc): see docs/imitation.md, "Which expert to imitate"
     "Pendulum-v1": {"labels": 5000, "student": {"policy": "mixture", "label_every": 4, "round_episodes": 4}},
     "CartPoleSwingUp-v0": {"labels": 3000, "student": {}},  # the defaults (Ross et al.'s DAgger)
@@ -40,9 +41,9 @@ def steps_for(algo: str, env_id: str, labels: int, student: dict) -> int:
     labels every step of round 1 and every ``label_every``-th step after it."""
     if algo == "bc":
         return labels
-    c = build_config(agent_classes("dagger")[0], None, **student)
+    c: Any = build_config(agent_classes("dagger")[0], None, **student)  # a DAgger config
     env = make_env(env_id)
-    horizon = env.spec.max_episode_steps
+    horizon = env.spec.max_episode_steps  # type: ignore[union-attr]  # a registered env has a spec
     env.close()
     first = min(labels, c.round_episodes * horizon if c.round_steps == 0 else c.round_steps)
     return first + (labels - first) * c.label_every
@@ -72,6 +73,7 @@ class Timed:
 
 def run_expert(env_id: str, seed: int, episodes: int) -> dict:
     expert = resolve_expert("mppi", env_id, seed=seed)
+    assert expert is not None  # "mppi" names one
     timed = Timed(expert.label, expert.reset)
     returns = evaluate(timed, env_id, episodes, seed)
     return {"returns": returns, "mean": float(np.mean(returns)), "ms_per_action": timed.ms}
@@ -100,6 +102,7 @@ def paired_timing(env_id: str, student: dict, seed: int = 0, steps: int = 200, b
 
     env = make_env(env_id, seed=seed)
     expert = resolve_expert("mppi", env_id, seed=seed)
+    assert expert is not None  # "mppi" names one
     agent = make("dagger", env, seed=seed, **student)
     t_expert, t_student = [], []
     for b in range(blocks):
@@ -129,7 +132,7 @@ def gap(student: float, expert: float) -> float:
 
 
 def bench_env(env_id: str, seeds: list[int], labels: int, student: dict, episodes: int) -> dict:
-    out = {"labels": labels, "student": student, "seeds": seeds, "expert": [], "dagger": [], "bc": []}
+    out: dict[str, Any] = {"labels": labels, "student": student, "seeds": seeds, "expert": [], "dagger": [], "bc": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             out["expert"].append(run_expert(env_id, seed, episodes))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ class OurLoop:
         from modelrl.data.buffer import ReplayBuffer
         from modelrl.envs import make_env
 
-        self.env = make_env(env_id, seed=seed)
-        self.agent = make(algo, self.env, seed=seed, utd=utd)
+        self.env: Any = make_env(env_id, seed=seed)  # a Box action space (low, high)
+        self.agent: Any = make(algo, self.env, seed=seed, utd=utd)  # SAC or MBPO (timing)
         self.buffer = ReplayBuffer(self.agent.obs_dim, self.agent.action_dim, 1_000_000, seed=seed)
         self.rng = np.random.default_rng(seed + 1)
         self.obs, _ = self.env.reset(seed=seed)
@@ -77,7 +78,8 @@ class SB3Loop:
 
 
 def measure(env_id: str, utds: list[int], blocks: int, block: int, seed: int) -> list[dict]:
-    contenders = {"SAC (ours), G = 1": OurLoop("sac", env_id, 1, seed), "SAC (SB3), G = 1": SB3Loop(env_id, seed)}
+    contenders: dict[str, OurLoop | SB3Loop] = {"SAC (ours), G = 1": OurLoop("sac", env_id, 1, seed),
+                                                "SAC (SB3), G = 1": SB3Loop(env_id, seed)}
     for g in utds:
         contenders[f"MBPO, G = {g}"] = OurLoop("mbpo", env_id, g, seed)
     out = {name: {"cpu_s": 0.0, "wall_s": 0.0, "steps": 0} for name in contenders}
@@ -89,7 +91,8 @@ def measure(env_id: str, utds: list[int], blocks: int, block: int, seed: int) ->
             out[name]["wall_s"] += time.perf_counter() - t0
             out[name]["cpu_s"] += time.process_time() - c0
             out[name]["steps"] += block
-        print(f"block {b + 1}/{blocks}: " + ", ".join(f"{n} {v['cpu_s'] / v['steps'] * 1000:.1f}" for n, v in out.items())
+        print(f"block {b + 1}/{blocks}: "
+              + ", ".join(f"{n} {v['cpu_s'] / v['steps'] * 1000:.1f}" for n, v in out.items())
               + " CPU s / 1k steps", flush=True)
     rows = []
     for name, c in contenders.items():
@@ -108,7 +111,8 @@ def report(data: dict) -> str:
     for r in rows:
         split = "-"
         if "cpu_policy_s" in r:
-            split = " / ".join(f"{r.get(f'cpu_{k}_s', 0.0) / r['steps'] * 1000:.1f}" for k in ("model", "rollout", "policy"))
+            split = " / ".join(f"{r.get(f'cpu_{k}_s', 0.0) / r['steps'] * 1000:.1f}"
+                               for k in ("model", "rollout", "policy"))
         g = int(r["name"].rsplit("=", 1)[1])
         per_update = (f"{r['cpu_policy_s'] / (r['steps'] * g) * 1e3:.2f}" if "cpu_policy_s" in r else "-")
         table.append([r["name"], f"{per[r['name']]:.1f}", f"{r['wall_s'] / r['steps'] * 1000:.1f}",

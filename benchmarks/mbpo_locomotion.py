@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import ROOT, add_run, curve_from_run, load_results, machine, md_table, save_curves_figure, write_docs_section
+from benchmarks.common import (
+    ROOT,
+    add_run,
+    curve_from_run,
+    load_results,
+    machine,
+    md_table,
+    save_curves_figure,
+    write_docs_section,
+)
 
 # Where the paper's figure is, for the reader to set beside ours (we quote no values read off it).
 PAPER = ("Janner et al. 2019, Figure 2 (Hopper, HalfCheetah, ... on Gym v2; MBPO and SAC mean and std over "

@@ -82,7 +82,7 @@ def run_sb3_sac(part: Part, seed: int, eval_episodes: int) -> dict:
     env = gymnasium.make(part.env)
     model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     eval_env = gymnasium.make(part.env)
-    out = {"env_step": [], "eval_return": [], "eval_return_std": [], "train_wall_s": []}
+    out: dict[str, list[float]] = {"env_step": [], "eval_return": [], "eval_return_std": [], "train_wall_s": []}
     trained, wall = 0, 0.0
     while trained < part.steps:
         chunk = min(part.eval_every, part.steps - trained)
@@ -126,7 +126,7 @@ def curve_from_run(part: Part, seed: int, run: Path, eval_episodes: int) -> dict
             "eval_episodes": eval_episodes}
     wrong = {k: (train.get(k), v) for k, v in want.items() if train.get(k) != v}
     expected = resolved_agent_config(part)
-    wrong.update({k: (saved["agent"].get(k), v) for k, v in expected.items()
+    wrong.update({k: (saved["agent"].get(k), v) for k, v in (expected or {}).items()  # None: SB3's (algo differs)
                   if k in saved["agent"] and saved["agent"][k] != v})
     if wrong:
         raise SystemExit(f"{run} is not part {part.env}/{part.preset} seed {seed}: " +
@@ -161,8 +161,8 @@ def summarise(name: str, part: Part, seeds: dict[str, dict]) -> list:
     best = [max(c["eval_return"]) for c in curves]
     reached = [first_step_at(c, part.threshold) for c in curves]
     per_k = [1000 * c["train_wall_s"][-1] / c["env_step"][-1] for c in curves]
-    cpu = [c.get("train_cpu_s") for c in curves]
-    cpu_per_k = (f"{np.mean([1000 * x[-1] / c['env_step'][-1] for x, c in zip(cpu, curves)]):.1f}"
+    cpu = [c.get("train_cpu_s") for c in curves]  # indexed below only when every run has it
+    cpu_per_k = (f"{np.mean([1000 * x[-1] / c['env_step'][-1] for x, c in zip(cpu, curves)]):.1f}"  # type: ignore[index]
                  if all(cpu) else "-")
     label = part.preset or part.algo
     if part.overrides:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,8 @@ def episode(act, reset, env, seed: int) -> tuple[float, float, int]:
 
 def pytorch_mppi_controller(compiled: bool):
     """pytorch-mppi's MPPI on the same pendulum: ``PendulumDynamics.transition`` (no reward) as
-    ``dynamics``, Pendulum-v1's cost as ``running_cost`` (pytorch-mppi scores the state after each step, so the cost is of the next state:
-    the same ranking up to the first state's cost, which is common to all samples)."""
+    ``dynamics``, Pendulum-v1's cost as ``running_cost`` (pytorch-mppi scores the state after each step, so the
+    cost is of the next state: the same ranking up to the first state's cost, which is common to all samples)."""
     from pytorch_mppi import MPPI as PMPPI
 
     def running_cost(s, u):
@@ -74,7 +75,7 @@ def versus_pytorch_mppi(episodes: int, modes: tuple[str, ...]) -> dict:
     for act, reset in controllers.values():  # warm-up (and compilation) outside the timing
         act(warm_obs)
         reset()
-    res = {k: {"returns": [], "seconds": 0.0, "steps": 0} for k in controllers}
+    res: dict[str, dict[str, Any]] = {k: {"returns": [], "seconds": 0.0, "steps": 0} for k in controllers}
     for ep in range(episodes):  # interleaved, so all see the same machine load
         for name, (act, reset) in controllers.items():
             ret, sec, n = episode(act, reset, env, ep)
@@ -90,7 +91,8 @@ def versus_pytorch_mppi(episodes: int, modes: tuple[str, ...]) -> dict:
     for name in res:
         if name.startswith("ours"):
             d = np.subtract(res[name]["returns"], res["pytorch_mppi/" + name.split("/")[1]]["returns"])
-            paired[name] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0}
+            paired[name] = {"mean": float(d.mean()),
+                            "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0}
     return {"runs": res, "time_ratio": ratios, "paired_return_difference": paired}
 
 
@@ -171,7 +173,8 @@ def main() -> None:
     print("4-state linear system (closed loop, 60 steps):")
     lin = linear_system()
     for k, v in lin.items():
-        print(f"  {k:6s} cost {v['cost']:8.3f} (x{v['cost_ratio_to_lqr']:.3f} LQR)  {v['ms_per_action']:7.3f} ms/action")
+        print(f"  {k:6s} cost {v['cost']:8.3f} (x{v['cost_ratio_to_lqr']:.3f} LQR)  "
+              f"{v['ms_per_action']:7.3f} ms/action")
     if args.quick:
         return
     nv = args.versus_episodes

@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (add_run, at, common_args, fmt, load_results, machine, md_table, per_1k, run_ours,
-                               write_docs_section)
+from benchmarks.common import (
+    add_run,
+    at,
+    common_args,
+    fmt,
+    load_results,
+    machine,
+    md_table,
+    per_1k,
+    run_ours,
+    write_docs_section,
+)
 from modelrl.runner.evaluate import eval_reset_seed
 
 ENV = "Pendulum-v1"
@@ -34,7 +45,7 @@ def run_sb3(seed: int, steps: int, eval_every: int, episodes: int) -> dict:
     env = gym.make(ENV)
     model = SB3SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     eval_env = gym.make(ENV)
-    curve = {"step": [], "return": [], "return_std": [], "train_s": [], "train_cpu_s": []}
+    curve: dict[str, Any] = {"step": [], "return": [], "return_std": [], "train_s": [], "train_cpu_s": []}
     train_s, train_cpu, done = 0.0, 0.0, 0
     t_total = time.perf_counter()
     while done < steps:
@@ -79,11 +90,14 @@ def report(data: dict) -> str:
     ours = [r for r in runs if r["lib"] == "modelrl"]
     sb3 = [r for r in runs if r["lib"] == "sb3"]
     if ours and sb3:
-        ratio = f"\n\nTraining time per environment step, ours / SB3: **{per_1k(ours) / per_1k(sb3):.2f}** (wall-clock)"
+        wall_ratio = per_1k(ours) / per_1k(sb3)  # type: ignore[operator]  # every curve has train_s
+        ratio = f"\n\nTraining time per environment step, ours / SB3: **{wall_ratio:.2f}** (wall-clock)"
         paired = [(o, b) for o in ours for b in sb3 if o["seed"] == b["seed"] and "train_cpu_s" in o["curve"]
                   and "train_cpu_s" in b["curve"]]
         if paired:
-            ratio += (f", **{per_1k([o for o, _ in paired], 'train_cpu_s') / per_1k([b for _, b in paired], 'train_cpu_s'):.2f}**"
+            cpu_ratio = (per_1k([o for o, _ in paired], "train_cpu_s")  # type: ignore[operator]  # paired: recorded
+                         / per_1k([b for _, b in paired], "train_cpu_s"))
+            ratio += (f", **{cpu_ratio:.2f}**"
                       f" (process CPU time, seeds {', '.join(str(o['seed']) for o, _ in paired)})")
         ratio += "."
     return (f"### SAC: ours against Stable-Baselines3\n\n`python -m benchmarks.sac_sb3` on {m['cpu']}, {m['date']}, "

@@ -87,7 +87,8 @@ def run_jobs(jobs: list[tuple[str, int]], args, overrides: dict) -> None:
             eval_every = args.eval_every // repeat
             cmd = command(f"dmc:{task}", seed, steps, args.preset, run, eval_every, 10, repeat, overrides,
                           checkpoint_every=max(1, eval_every // 4), resume=(run / "config.yaml").exists())
-            print(f"[tdmpc_dmc] {'resume' if (run / 'config.yaml').exists() else 'start'} {task} seed {seed}", flush=True)
+            print(f"[tdmpc_dmc] {'resume' if (run / 'config.yaml').exists() else 'start'} {task} seed {seed}",
+                  flush=True)
             running.append((subprocess.Popen(cmd), task, seed))
         time.sleep(5)
         for item in list(running):
@@ -116,7 +117,8 @@ def collect(args, overrides: dict) -> dict:
             run = run_dir(args.out, task, seed)
             if not rows_of(run):
                 continue
-            points = [{k: p[k] for k in ("env_step", "eval_return", "train_cpu_s", "wall_s")} for p in curve(run, repeat)]
+            points = [{k: p[k] for k in ("env_step", "eval_return", "train_cpu_s", "wall_s")}
+                      for p in curve(run, repeat)]
             done = points[-1]["env_step"] >= args.env_steps
             seeds.append({"seed": seed, "run": f"{task}/seed{seed}", "finished": done, "curve": points,
                           "final_return": points[-1]["eval_return"] if done else None,
@@ -148,8 +150,8 @@ def report(data: dict) -> str:
                      ("yes" if t["met"] else "no") if "met" in t else "-", cpu])
     m = data["machine"]
     return (f"### TD-MPC on DeepMind Control, 100k env steps (`{data['preset']}` preset)\n\n"
-            f"`python -m benchmarks.tdmpc_dmc` on {m['cpu']}, {m['date']}, torch {m['torch']}, one torch thread per run, "
-            f"two runs at a time. Official action repeat per domain; evaluation every "
+            f"`python -m benchmarks.tdmpc_dmc` on {m['cpu']}, {m['date']}, torch {m['torch']}, one torch thread per "
+            f"run, two runs at a time. Official action repeat per domain; evaluation every "
             f"{data['eval_every_env_steps']:,} env steps, mean of 10 episodes; the return is the evaluation at "
             f"{data['env_steps']:,} env steps (a run still going shows its latest evaluation in brackets). "
             f"Official: nicklashansen/tdmpc `results/*.csv` at 100k (pendulum-swingup: the TD-MPC runs in "
@@ -170,8 +172,8 @@ def plot(data: dict, path: Path) -> None:
     ref = official()
     tasks = data["tasks"]
     cols = 3
-    fig, axes = plt.subplots((len(tasks) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(tasks) + cols - 1) // cols)),
-                             squeeze=False)
+    rows = (len(tasks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, t in zip(axes.flat, tasks):
         steps = sorted(ref[t["task"]])
         if steps:
@@ -204,7 +206,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=20_000, help="env steps (official eval_freq 20000)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("../runs/tdmpc_dmc"), help="run directories (outside the repo)")
+    parser.add_argument("--out", type=Path, default=Path("../runs/tdmpc_dmc"),
+                        help="run directories (outside the repo)")
     parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=VALUE (YAML values)")
     parser.add_argument("--collect-only", action="store_true")
     args = parser.parse_args()

@@ -111,9 +111,9 @@ def main() -> None:
             batch, pending = pending[:args.jobs], pending[args.jobs:]
             procs = [subprocess.Popen(command(args.env, s, args.steps, args.preset, runs[s], args.eval_every,
                                               args.eval_episodes, repeat, overrides)) for s in batch]
-            for p in procs:
-                if p.wait() != 0:
-                    raise SystemExit(f"a training run failed (exit {p.returncode})")
+            for proc in procs:
+                if proc.wait() != 0:
+                    raise SystemExit(f"a training run failed (exit {proc.returncode})")
     per_seed = []
     for s, run in runs.items():
         c = curve(run, repeat)
@@ -155,9 +155,10 @@ def main() -> None:
     extra = f", overrides {overrides}" if overrides else ""
     final_note = (f"; the final return is a re-evaluation of the last agent on {args.final_episodes} episodes "
                   "(reset seeds 1000+)" if args.final_episodes else "")
-    text = (f"### TD-MPC on {args.env} (`{args.preset}` preset)\n\n`python -m benchmarks.tdmpc_learning --env {args.env}` "
-            f"on {m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread per run, {len(per_seed)} seed(s) run "
-            f"{args.jobs} at a time{extra}. {args.steps} agent steps at action repeat {repeat} = "
+    text = (f"### TD-MPC on {args.env} (`{args.preset}` preset)\n\n"
+            f"`python -m benchmarks.tdmpc_learning --env {args.env}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
+            f"1 thread per run, {len(per_seed)} seed(s) run {args.jobs} at a time{extra}. "
+            f"{args.steps} agent steps at action repeat {repeat} = "
             f"{args.steps * repeat:,} env steps; evaluation every {args.eval_every * repeat:,} env steps "
             f"({args.eval_episodes} episodes){final_note}."
             + (f" Target: {target:.0f}." if target is not None else "") + "\n\n"

@@ -16,11 +16,13 @@ Writes benchmarks/results/tdmpc_speed.json and a section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
 
@@ -127,7 +129,8 @@ def compiled_vs_eager(preset: str, repeats: int) -> dict:
     env = make_env("dmc:cartpole-swingup", seed=0, action_repeat=REPEAT)
     agents, compile_s = {}, {}
     for comp in (False, True):
-        agent = make("tdmpc", env, preset=preset, seed=0, device="cpu", compile=comp, pretrain_updates=1)
+        agent: Any = make("tdmpc", env, preset=preset, seed=0, device="cpu", compile=comp,  # a TDMPCAgent
+                          pretrain_updates=1)
         buf = filled_buffer(agent, env, 1000)
         t = time.perf_counter()
         agent.update(buf, agent.config.explore_steps)  # the first update compiles the losses
@@ -136,12 +139,12 @@ def compiled_vs_eager(preset: str, repeats: int) -> dict:
         agent.act(obs)  # the first plan compiles the latent rollout
         compile_s[comp] = time.perf_counter() - t
         agents[comp] = (agent, buf, obs)
-    plan = {False: [], True: []}
-    upd = {False: [], True: []}
+    plan: dict[bool, list[float]] = {False: [], True: []}
+    upd: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
         for comp, (agent, buf, obs) in agents.items():
-            plan[comp].append(timed(lambda: agent.act(obs), 1)[1])
-            upd[comp].append(timed(lambda: agent._update_once(buf), 1)[1])
+            plan[comp].append(timed(functools.partial(agent.act, obs), 1)[1])
+            upd[comp].append(timed(functools.partial(agent._update_once, buf), 1)[1])
     p_e, p_c = statistics.median(plan[False]), statistics.median(plan[True])
     u_e, u_c = statistics.median(upd[False]), statistics.median(upd[True])
     return {"preset": preset, "plan_cpu_ms": 1e3 * p_e, "plan_cpu_ms_compiled": 1e3 * p_c,
@@ -193,19 +196,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.compile:
         torch.set_num_threads(1)
-        rows = [compiled_vs_eager(p, 3 if p == "paper" else args.repeats * 4) for p in ("cpu", "paper")]
+        compiled = [compiled_vs_eager(p, 3 if p == "paper" else args.repeats * 4) for p in ("cpu", "paper")]
         data = load_results("tdmpc_speed")
-        data["compile"] = {"machine": machine(), "rows": rows}
+        data["compile"] = {"machine": machine(), "rows": compiled}
         save_results("tdmpc_speed", data)
         m = data["compile"]["machine"]
         table = md_table(["preset", "ms / plan: eager, compiled", "ms / update: eager, compiled",
                           "plan + update, compiled / eager", "compilation, s (first update + plan)"],
                          [[r["preset"], f"{r['plan_cpu_ms']:.1f}, {r['plan_cpu_ms_compiled']:.1f}",
                            f"{r['update_cpu_ms']:.1f}, {r['update_cpu_ms_compiled']:.1f}", f"{r['step_ratio']:.2f}x",
-                           f"{r['compile_s']:.0f}"] for r in rows])
-        text = (f"### TD-MPC compiled (`compile=True`) against eager\n\n`python -m benchmarks.tdmpc_speed --compile` on "
-                f"{m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread, cartpole-swingup shapes, planning at horizon 5; "
-                f"thread CPU time, medians, the two agents alternating in one process.\n\n{table}\n")
+                           f"{r['compile_s']:.0f}"] for r in compiled])
+        text = ("### TD-MPC compiled (`compile=True`) against eager\n\n`python -m benchmarks.tdmpc_speed --compile` "
+                f"on {m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread, cartpole-swingup shapes, planning at "
+                f"horizon 5; thread CPU time, medians, the two agents alternating in one process.\n\n{table}\n")
         write_docs_section("tdmpc_compile", text)
         print(text)
         return
@@ -227,7 +230,8 @@ def main() -> None:
              f"{r['plan_gflop']:.2f}", f"{r['plan_gflops']:.1f} ({r['plan_gflops_cpu']:.1f})",
              f"{r['matmul_gflops']:.1f} ({r['matmul_gflops_cpu']:.1f})",
              f"{100 * r['plan_vs_matmul']:.0f}% ({100 * r['plan_vs_matmul_cpu']:.0f}%)",
-             f"{r['cartpole_100k']['estimate_min']:.0f} ({r['cartpole_100k']['estimate_cpu_min']:.0f})"] for r in results]
+             f"{r['cartpole_100k']['estimate_min']:.0f} ({r['cartpole_100k']['estimate_cpu_min']:.0f})"]
+            for r in results]
     mem_rows = [[f"{x['transitions']:,}", x["obs_dim"], x["action_dim"], f"{x['buffer_mib']:.0f}",
                  f"{x['sampler_mib']:.0f}", f"{x['peak_rss_mib']:.0f}"] for x in mem]
     text = (f"### TD-MPC speed\n\n`python -m benchmarks.tdmpc_speed` on {m['cpu']}, {m['date']}, torch {m['torch']}, "

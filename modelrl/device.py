@@ -103,5 +103,5 @@ def compiled(fn, enabled: bool = True):
             state["fn"] = fn
             return fn(*args, **kwargs)
 
-    call.__wrapped__ = fn
+    call.__wrapped__ = fn  # type: ignore[attr-defined]  # a function takes attributes (inspect.unwrap reads this)
     return call

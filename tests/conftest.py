@@ -17,7 +17,8 @@ def metrics_rows(run_dir) -> list[dict]:
 
 def _without_timing(rows: list[dict]) -> list[dict]:
     """Wall-clock columns differ between any two runs; everything else must not."""
-    return [{k: v for k, v in r.items() if not (k.endswith(("wall_s", "cpu_s")) or k.startswith("time_"))} for r in rows]
+    return [{k: v for k, v in r.items() if not (k.endswith(("wall_s", "cpu_s")) or k.startswith("time_"))}
+            for r in rows]
 
 
 @pytest.fixture

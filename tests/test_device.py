@@ -11,6 +11,7 @@ from modelrl.device import generator_state, load_generator_state, resolve_device
 from modelrl.envs import PendulumDynamics, make_env
 from modelrl.planners import MPPI, rollout_returns
 from modelrl.runner.train import LossMeter, TrainConfig, evaluate, train
+
 from conftest import metrics_rows
 
 HAS_CUDA = torch.cuda.is_available()
@@ -199,7 +200,8 @@ def test_gpu_run_resumes_exactly_and_evaluates_on_the_cpu(tmp_path, crash_and_re
 def test_gpu_learning_matches_the_cpu_test():
     """The short TD-MPC learning check of test_tdmpc.py (its SMALL settings), on CUDA."""
     small = {"mlp_dim": 64, "enc_dim": 64, "num_samples": 64, "num_elites": 8, "iterations": 3, "batch_size": 64,
-             "explore_steps": 400, "schedule_steps": 2000, "compile": False}  # test_tdmpc.SMALL (that module needs tyro)
+             "explore_steps": 400, "schedule_steps": 2000,
+             "compile": False}  # test_tdmpc.SMALL (that module needs tyro)
     cfg = TrainConfig("tdmpc", "Pendulum-v1", 1600, seed=0, preset="cpu", eval_every=800, eval_episodes=3,
                       device="cuda")
     _, run = train(cfg, overrides=small, progress=False)

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -88,25 +89,31 @@ def test_action_repeat_stops_at_truncation() -> None:
 
 
 def test_dmc_truncates_at_time_limit() -> None:
+    from modelrl.envs.dmc import DMCEnv
+
     env = make_env("dmc:cartpole-swingup", seed=0, action_repeat=8)
     env.reset()
-    assert env.unwrapped.max_episode_steps == 1000
-    assert env.unwrapped.obs_keys == ("position", "velocity")
-    for t in range(1, 200):
+    dmc = env.unwrapped
+    assert isinstance(dmc, DMCEnv)
+    assert dmc.max_episode_steps == 1000
+    assert dmc.obs_keys == ("position", "velocity")
+    for t in range(1, 200):  # noqa: B007  # read after the loop: the step that truncated
         _, _, terminated, truncated, _ = env.step(np.zeros(1, dtype=np.float32))
         assert not terminated
         if truncated:
             break
     assert t == 125
     with pytest.raises(RuntimeError, match="reset"):
-        env.unwrapped.step(np.zeros(1))
+        dmc.step(np.zeros(1))
 
 
 def test_dmc_parses_underscored_domains_and_tasks() -> None:
     env = make_env("dmc:ball_in_cup-catch", seed=0)
     assert env.action_space.shape == (2,) and env.observation_space.shape == (8,)
-    assert (env.unwrapped.domain, env.unwrapped.task) == ("ball_in_cup", "catch")
-    from modelrl.envs.dmc import parse_dmc_id
+    from modelrl.envs.dmc import DMCEnv, parse_dmc_id
+
+    dmc = env.unwrapped
+    assert isinstance(dmc, DMCEnv) and (dmc.domain, dmc.task) == ("ball_in_cup", "catch")
 
     assert parse_dmc_id("dmc:finger-turn_easy") == ("finger", "turn_easy")
     assert parse_dmc_id("dmc:cup-catch") == ("ball_in_cup", "catch")  # TD-MPC's spelling
@@ -150,7 +157,8 @@ class _NaNAfterThree(gymnasium.Env):
 def test_non_finite_observation_names_env_and_step() -> None:
     env_id = "ModelrlTestNaN-v0"
     if env_id not in gymnasium.registry:
-        gymnasium.register(id=env_id, entry_point=_NaNAfterThree, disable_env_checker=True)
+        gymnasium.register(id=env_id, entry_point=_NaNAfterThree,  # type: ignore[arg-type]  # a class builds it
+                           disable_env_checker=True)
     env = make_env(env_id, seed=0)
     env.reset()
     env.step(np.zeros(1))
@@ -161,7 +169,7 @@ def test_non_finite_observation_names_env_and_step() -> None:
 
 def test_normalised_actions_map_onto_bounds_and_clip() -> None:
     env = make_env("InvertedPendulum-v5")
-    wrapper = env
+    wrapper: Any = env  # the wrapper that has _center, somewhere in the stack
     while not hasattr(wrapper, "_center"):
         wrapper = wrapper.env
     np.testing.assert_allclose(wrapper.action(np.array([1.0])), [3.0])
@@ -182,7 +190,7 @@ def _rollout_check(env: gymnasium.Env, model: Dynamics, state_of, episodes: int 
             pred, pred_r = model.step(state, torch.as_tensor(act, dtype=torch.float64)[None])
             obs, reward, terminated, truncated, _ = env.step(act)
             worst_obs = max(worst_obs, float(np.abs(pred[0].numpy() - obs).max()))
-            worst_rew = max(worst_rew, abs(float(pred_r[0]) - reward))
+            worst_rew = max(worst_rew, abs(float(pred_r[0]) - float(reward)))
             done = terminated or truncated
     assert worst_obs < 1e-5, worst_obs
     assert worst_rew < 1e-5, worst_rew
@@ -232,6 +240,7 @@ def test_cartpole_dynamics_float32_and_differentiable() -> None:
     nxt, rew = model.step(state, action)
     assert nxt.dtype == torch.float32 and rew.dtype == torch.float32
     (nxt.sum() + rew.sum()).backward()
+    assert state.grad is not None and action.grad is not None
     assert torch.isfinite(state.grad).all() and torch.isfinite(action.grad).all()
 
 
@@ -240,7 +249,7 @@ def test_cartpole_accelerations_follow_florian_equations() -> None:
     p = CartPoleParams(dt=0.01, substeps=1)
     th, thd, u = 0.3, 0.7, 0.4
     force, total = p.max_force * u, p.cart_mass + p.pole_mass
-    m_p, l, s, c = p.pole_mass, p.half_length, math.sin(th), math.cos(th)
+    m_p, l, s, c = p.pole_mass, p.half_length, math.sin(th), math.cos(th)  # noqa: E741  # l as in Florian's paper
     th_acc = (p.gravity * s + c * (-force - m_p * l * thd**2 * s) / total) / (l * (4 / 3 - m_p * c**2 / total))
     x_acc = (force + m_p * l * (thd**2 * s - th_acc * c)) / total
     state = torch.tensor([[0.0, 0.0, math.cos(th), math.sin(th), thd]], dtype=torch.float64)
@@ -263,7 +272,7 @@ def test_cartpole_reset_reward_and_render() -> None:
     obs, reward, *_ = env.step(np.zeros(1))
     assert abs(obs[3]) < 1e-6 and obs[2] == pytest.approx(-1.0) and reward == pytest.approx(0.0, abs=1e-12)
     frame = env.render()
-    assert frame.shape == (160, 320, 3) and frame.dtype == np.uint8
+    assert frame is not None and frame.shape == (160, 320, 3) and frame.dtype == np.uint8
 
 
 def test_dmc_render_rgb_array() -> None:

@@ -35,9 +35,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import Crash, _without_timing, metrics_rows
 from modelrl.cli import main
 from modelrl.runner.train import TrainConfig, TrainingError, train
+
+from conftest import Crash, _without_timing, metrics_rows
 
 SAC = {"hidden_size": 16, "num_layers": 1, "batch_size": 32, "explore_steps": 50}
 

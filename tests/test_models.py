@@ -1,5 +1,6 @@
 """Learned dynamics: ensemble layers, ensemble model, normaliser, trainer, LearnedDynamics, diagnostics."""
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import PendulumDynamics
 from modelrl.models import (
+    EnsembleLayerNorm,
     EnsembleLinear,
     EnsembleMLP,
     EnsembleModel,
@@ -25,7 +27,7 @@ from modelrl.planners import MPPI, rollout_returns
 from modelrl.types import Dynamics, terminal_fn
 
 UNIT = (np.array([-1.0]), np.array([1.0]))
-SMALL = dict(hidden_size=32, num_layers=2)  # small networks keep the unit tests fast
+SMALL: dict[str, Any] = dict(hidden_size=32, num_layers=2)  # small networks keep the unit tests fast
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -116,7 +118,7 @@ def test_logvar_stays_within_soft_bounds():
 def plain_member(net: EnsembleMLP, m: int) -> torch.nn.Sequential:
     """Member ``m`` of ``net`` as a plain nn.Linear / nn.LayerNorm stack with its weights."""
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "mish": torch.nn.Mish}
-    mods = []
+    mods: list[torch.nn.Module] = []
     for i, layer in enumerate(net.layers):
         lin = torch.nn.Linear(layer.in_features, layer.out_features)
         lin.weight.data.copy_(layer.weight[m].T)
@@ -124,9 +126,10 @@ def plain_member(net: EnsembleMLP, m: int) -> torch.nn.Sequential:
         mods.append(lin)
         if i < len(net.activations):
             if str(i) in net.norms:
-                ln = torch.nn.LayerNorm(layer.out_features)
-                ln.weight.data.copy_(net.norms[str(i)].weight[m, 0])
-                ln.bias.data.copy_(net.norms[str(i)].bias[m, 0])
+                ln, norm = torch.nn.LayerNorm(layer.out_features), net.norms[str(i)]
+                assert isinstance(norm, EnsembleLayerNorm)
+                ln.weight.data.copy_(norm.weight[m, 0])
+                ln.bias.data.copy_(norm.bias[m, 0])
                 mods.append(ln)
             mods.append(acts[net.activations[i]]())
     return torch.nn.Sequential(*mods)

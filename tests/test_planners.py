@@ -61,7 +61,8 @@ def test_planner_specific_errors():
     with pytest.raises(ValueError, match="covariance"):
         MPPI(dyn, UNIT, noise_sigma=np.ones((2, 2)))
     with pytest.raises(ValueError, match="finite"):
-        RandomShooting(LinearDynamics(np.eye(1), np.eye(1), np.eye(1), np.eye(1)), (np.array([-np.inf]), np.array([np.inf])))
+        RandomShooting(LinearDynamics(np.eye(1), np.eye(1), np.eye(1), np.eye(1)),
+                       (np.array([-np.inf]), np.array([np.inf])))
     with pytest.raises(ValueError, match="Unknown planner 'mpi'.*mppi"):
         make_planner("mpi", dyn, UNIT)
     with pytest.raises(ValueError, match="LQR needs linear"):
@@ -142,7 +143,8 @@ def test_inference_mode_option_gives_the_same_plan_as_an_ordinary_tensor():
     caches during planning is an inference tensor)."""
     state = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
     for cls in SAMPLING:
-        plans = [cls(PendulumDynamics(), UNIT, horizon=5, seed=0, inference_mode=im).plan(state) for im in (False, True)]
+        plans = [cls(PendulumDynamics(), UNIT, horizon=5, seed=0, inference_mode=im).plan(state)
+                 for im in (False, True)]
         assert torch.equal(plans[0], plans[1])
         assert not plans[1].is_inference()
         (plans[1].clone().requires_grad_() * 2).sum().backward()

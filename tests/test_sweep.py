@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from modelrl.runner.sweep import (_LOOP_FIELDS, SweepError, draw_random, parse_grid, parse_random, parse_seeds,
-                                  run_sweep, summarize, trial_settings)
+from modelrl.runner.sweep import (
+    _LOOP_FIELDS,
+    SweepError,
+    draw_random,
+    parse_grid,
+    parse_random,
+    parse_seeds,
+    run_sweep,
+    summarize,
+    trial_settings,
+)
 
 
 def test_parse_search_space():
@@ -205,7 +214,8 @@ def two_node_cluster():
             log = open(Path(disk) / "start.log", "w")
             nodes.append(subprocess.Popen([str(ray_cli), "start", *where, "--temp-dir", disk, *common],
                                           env={**env, "TMPDIR": disk}, stdout=log, stderr=subprocess.STDOUT))
-            _wait_for(lambda: "Ray runtime started" in (Path(disk) / "start.log").read_text(), 90,
+            started = Path(disk) / "start.log"
+            _wait_for(lambda started=started: "Ray runtime started" in started.read_text(), 90,
                       f"ray node {i} to start")
 
         def two_nodes() -> bool:
@@ -265,9 +275,10 @@ def test_sweep_on_two_nodes_interrupted_then_resumed(tmp_path, two_node_cluster)
     assert len(summary["missing_trials"]) == 4 - summary["finished"]
     rows = {(r["hidden_size"], r["seed"]): r for r in csv.DictReader(open(out / "sweep.csv"))}
     assert len(rows) == 4 and {r["status"] for r in rows.values()} - {"finished", "unfinished", "not started"} == set()
-    finished = {k: r for k, r in rows.items() if r["status"] == "finished"}
-    before = {k: (_digest(out / r["run_dir"] / "metrics.csv"), _digest(out / r["run_dir"] / "checkpoints" / "latest.pt"))
-              for k, r in finished.items()}
+    done = {k: r for k, r in rows.items() if r["status"] == "finished"}
+    before = {k: (_digest(out / r["run_dir"] / "metrics.csv"),
+                  _digest(out / r["run_dir"] / "checkpoints" / "latest.pt"))
+              for k, r in done.items()}
     first_rows = {}  # the unfinished trials' first evaluation, as their last checkpoint at the storage holds it
     for trial in storage.glob("tune/trial_*"):
         if not (trial / "params.json").exists():  # never started
@@ -275,7 +286,7 @@ def test_sweep_on_two_nodes_interrupted_then_resumed(tmp_path, two_node_cluster)
         params = json.loads((trial / "params.json").read_text())
         key = (str(params["hidden_size"]), str(params["seed"]))
         ckpts = sorted(trial.glob("checkpoint_*/metrics.csv"))
-        if key not in finished and ckpts:
+        if key not in done and ckpts:
             first_rows[key] = ckpts[0].read_text().splitlines()[1]
 
     assert first_rows  # at least one trial continues from a checkpoint

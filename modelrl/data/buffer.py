@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class ReplayBuffer:
         """Memory of a full buffer: obs and next_obs, action and reward in float32, three flags per transition."""
         return int(capacity) * (4 * (2 * int(obs_dim) + int(action_dim) + 1) + 3)
 
-    def add(self, obs, action, reward: float, next_obs, terminated: bool, truncated: bool) -> None:
+    def add(self, obs, action, reward: SupportsFloat, next_obs, terminated: bool, truncated: bool) -> None:
         """Store one transition; the next one starts a new episode when this one ends it."""
         obs = np.asarray(obs, dtype=np.float32).reshape(-1)
         next_obs = np.asarray(next_obs, dtype=np.float32).reshape(-1)
@@ -91,7 +92,10 @@ class ReplayBuffer:
 
     def all(self) -> dict[str, np.ndarray]:
         """Every stored transition, oldest first."""
-        idx = np.arange(self.size) if self.size < self.capacity else (np.arange(self.capacity) + self.pos) % self.capacity
+        if self.size < self.capacity:
+            idx = np.arange(self.size)
+        else:
+            idx = (np.arange(self.capacity) + self.pos) % self.capacity
         return self.get(idx)
 
     _ARRAYS = ("obs", "next_obs", "action", "reward", "terminated", "truncated", "episode_start")

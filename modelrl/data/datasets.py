@@ -29,6 +29,7 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class LabelDataset:
                  chunk_size: int = 256, read_only: bool = False) -> None:
         self.path = None if path is None else Path(path)
         self.read_only = read_only
-        self._file = None
+        self._file: BinaryIO | None = None
         if self.path is not None and self.path.suffix == ".npz" and self.path.is_file():
             data = _load_npz(self.path)
             self.read_only, self.chunk_size = True, int(chunk_size)
@@ -70,7 +71,8 @@ class LabelDataset:
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             if meta.get("format") != FORMAT:
-                raise ValueError(f"{self.path} is not a modelrl label data set (meta.json format {meta.get('format')!r})")
+                raise ValueError(f"{self.path} is not a modelrl label data set "
+                                 f"(meta.json format {meta.get('format')!r})")
             if meta.get("version", 0) > VERSION:
                 raise ValueError(f"{self.path} has label format version {meta['version']}; this modelrl reads "
                                  f"up to {VERSION}")
@@ -104,9 +106,11 @@ class LabelDataset:
                          ("step", "<i8"), ("round", "<i8")])
 
     def _open_path(self, k: int) -> Path:
+        assert self.path is not None  # an on-disk data set
         return self.path / f"open-{k:06d}.bin"
 
     def _load(self) -> None:
+        assert self.path is not None  # an on-disk data set
         chunks = sorted(self.path.glob("chunk-*.npz"))
         for i, p in enumerate(chunks):
             if p.name != f"chunk-{i:06d}.npz":
@@ -196,6 +200,7 @@ class LabelDataset:
 
     def _seal(self) -> None:
         """The open chunk becomes ``chunk-k.npz`` (atomic), then its ``open-k.bin`` goes."""
+        assert self.path is not None  # an on-disk data set
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -222,7 +227,7 @@ def _empty(obs_dim: int, action_dim: int) -> dict[str, np.ndarray]:
 
 def _npz_bytes(columns: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **columns)
+    np.savez(buf, **columns)  # type: ignore[arg-type]  # column names: none is savez's allow_pickle
     return buf.getvalue()
 
 

@@ -11,6 +11,8 @@ so the buffer's API is untouched; call ``sync(buffer)`` (``sample`` does) after 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -20,7 +22,8 @@ class SumTree:
     ``combine`` is how a node joins its two children: ``np.add`` (sums, for sampling by mass) or
     ``np.maximum`` (``MaxTree``: the largest leaf at the root)."""
 
-    combine = staticmethod(np.add)
+    # staticmethod() of a ufunc keeps only its scalar overload in numpy's stubs: the array one is declared here
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray] = staticmethod(np.add)  # type: ignore[assignment]
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
@@ -70,7 +73,7 @@ class SumTree:
 class MaxTree(SumTree):
     """The same tree with the maximum of the leaves at each node; ``total`` is the largest leaf."""
 
-    combine = staticmethod(np.maximum)
+    combine = staticmethod(np.maximum)  # type: ignore[assignment]  # as SumTree.combine
 
 
 class SubTrajectorySampler:

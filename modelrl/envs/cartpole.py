@@ -9,8 +9,9 @@ in ``_integrate`` and ``_reward``, written only with arithmetic operators plus t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium
 import numpy as np

@@ -38,8 +38,8 @@ def parse_dmc_id(env_id: str) -> tuple[str, str]:
     """Split ``dmc:<domain>-<task>`` into (domain, task) by lookup in ``suite.ALL_TASKS``.
 
     Looking the id up, rather than splitting on a character, handles underscores in both
-    parts ("dmc:ball_in_cup-catch", "dmc:finger-turn_easy"); "dmc:cup-catch" is accepted as TD-MPC spells it. Unknown ids raise a ValueError
-    that lists close matches, and the domain's tasks when the domain is known.
+    parts ("dmc:ball_in_cup-catch", "dmc:finger-turn_easy"); "dmc:cup-catch" is accepted as TD-MPC spells it.
+    Unknown ids raise a ValueError that lists close matches, and the domain's tasks when the domain is known.
     """
     suite = _suite()
     name = env_id[len(DMC_PREFIX):] if env_id.startswith(DMC_PREFIX) else env_id
@@ -70,6 +70,7 @@ class DMCEnv(gymnasium.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    spec: gymnasium.envs.registration.EnvSpec  # always set (in __init__), where gymnasium.Env allows None
 
     def __init__(
         self,

@@ -77,10 +77,11 @@ class FlattenFloat32Observation(gymnasium.ObservationWrapper):
             parts = [space]
         else:
             raise ValueError(f"make_env supports Box or Dict-of-Box observations; got {space}")
-        if not all(isinstance(p, spaces.Box) for p in parts):
+        boxes = [p for p in parts if isinstance(p, spaces.Box)]
+        if len(boxes) != len(parts):
             raise ValueError(f"make_env supports Box or Dict-of-Box observations; got {space}")
-        low = np.concatenate([np.asarray(p.low, dtype=np.float32).reshape(-1) for p in parts])
-        high = np.concatenate([np.asarray(p.high, dtype=np.float32).reshape(-1) for p in parts])
+        low = np.concatenate([np.asarray(p.low, dtype=np.float32).reshape(-1) for p in boxes])
+        high = np.concatenate([np.asarray(p.high, dtype=np.float32).reshape(-1) for p in boxes])
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
     def observation(self, observation: Any) -> np.ndarray:
@@ -119,7 +120,7 @@ class CheckFinite(gymnasium.Wrapper):
         self._t += 1
         self._check(obs, f"at step {self._t} after reset")
         self._check_reward(reward)
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info  # type: ignore[return-value]  # _check_reward: a number
 
     def _check_reward(self, reward: Any) -> None:
         number = isinstance(reward, (int, float, np.integer, np.floating)) and not isinstance(reward, bool)
@@ -130,7 +131,8 @@ class CheckFinite(gymnasium.Wrapper):
                 f"{self._env_id}: step() returned a reward of type {type(reward).__name__}{shape} at step {self._t} "
                 f"after reset ({reward!r}); a reward must be one number: return float(reward) from the env's step()")
         if not np.isfinite(reward):
-            raise NonFiniteRewardError(f"{self._env_id}: non-finite reward {float(reward)} at step {self._t} after reset")
+            raise NonFiniteRewardError(
+                f"{self._env_id}: non-finite reward {float(reward)} at step {self._t} after reset")
 
 
 class ActionRepeat(gymnasium.Wrapper):
@@ -143,7 +145,7 @@ class ActionRepeat(gymnasium.Wrapper):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         total = 0.0
-        for taken in range(1, self.repeat + 1):
+        for taken in range(1, self.repeat + 1):  # noqa: B007  # read after the loop: the steps this call took
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
             if terminated or truncated:

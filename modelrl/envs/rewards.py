@@ -7,7 +7,8 @@ Each function is batched torch: ``reward(obs[B,S], action[B,A], next_obs[B,S]) -
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -82,8 +83,10 @@ def _locomotion_functions(spec: _Locomotion) -> TaskFunctions:
     def healthy(next_obs: Tensor) -> Tensor:
         ok = torch.isfinite(next_obs).all(dim=-1)
         if spec.z_range is not None:
-            z, angle = next_obs[:, 0], next_obs[:, 1]
+            z = next_obs[:, 0]
             ok = ok & (z > spec.z_range[0]) & (z < spec.z_range[1])
+        if spec.angle_range is not None:
+            angle = next_obs[:, 1]
             ok = ok & (angle > spec.angle_range[0]) & (angle < spec.angle_range[1])
         if spec.state_bound is not None:
             ok = ok & (next_obs[:, 1:].abs() < spec.state_bound).all(dim=-1)

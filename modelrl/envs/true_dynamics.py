@@ -6,7 +6,7 @@ so a planner given ``true_dynamics(env_id)`` plans on exactly the task the env r
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ class PendulumDynamics:
     max_torque = 2.0
     dt = 0.05
 
-    def __init__(self, g: float = 10.0, m: float = 1.0, l: float = 1.0) -> None:
+    # g, m, l: the names of gymnasium's PendulumEnv, whose attributes these mirror
+    def __init__(self, g: float = 10.0, m: float = 1.0, l: float = 1.0) -> None:  # noqa: E741
         self.g, self.m, self.l = g, m, l
 
     def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,7 +71,8 @@ class LinearDynamics:
         n, m = B.shape
         if A.shape != (n, n) or Q.shape != (n, n) or R.shape != (m, m):
             raise ValueError(
-                f"LinearDynamics needs A[n,n], B[n,m], Q[n,n], R[m,m]; got A{A.shape}, B{B.shape}, Q{Q.shape}, R{R.shape}"
+                "LinearDynamics needs A[n,n], B[n,m], Q[n,n], R[m,m]; "
+                f"got A{A.shape}, B{B.shape}, Q{Q.shape}, R{R.shape}"
             )
         self.A, self.B, self.Q, self.R = A, B, Q, R
         self.state_dim, self.action_dim = n, m

@@ -4,7 +4,7 @@ These compute numbers only; plots and the command line live in the runner and CL
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -7,9 +7,8 @@ E = 1, non-probabilistic case.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -37,6 +36,10 @@ class EnsembleModel(nn.Module):
     al. 2018, appendix A.1), so it can neither collapse nor explode off the data. ``elite_idx``
     holds the members that propagation uses (set by the trainer from hold-out error).
     """
+
+    elite_idx: Tensor  # a buffer (register_buffer)
+    max_logvar: nn.Parameter | None  # None for a non-probabilistic model
+    min_logvar: nn.Parameter | None
 
     def __init__(
         self,
@@ -149,23 +152,23 @@ class EnsembleModel(nn.Module):
         ``members`` (LongTensor[M]) picks which members run; default all E. ``mean[..., G]`` is
         the termination logit when a termination head is learned (it has no variance).
         """
-        bounds = (self.max_logvar, self.min_logvar)
+        max_lv: Tensor | None = self.max_logvar  # None (both) unless probabilistic
+        min_lv: Tensor | None = self.min_logvar
         if members is self.elite_idx:
             if self._elites_all is None:
                 self._elites_all = self._is_all(members)
             all_members = self._elites_all
         else:
             all_members = members is None or self._is_all(members)
-        if all_members:
+        if members is None or all_members:
             members = None
-        elif self.probabilistic:
-            bounds = (self.max_logvar.index_select(0, members), self.min_logvar.index_select(0, members))
+        elif max_lv is not None and min_lv is not None:
+            max_lv, min_lv = max_lv.index_select(0, members), min_lv.index_select(0, members)
         h = self.net(x, members)
-        if not self.probabilistic:
+        if max_lv is None or min_lv is None:
             return h, None
         g = self.gauss_dim
         mean = torch.cat([h[..., :g], h[..., 2 * g:]], dim=-1) if self.learn_termination else h[..., :g]
-        max_lv, min_lv = bounds
         logvar = max_lv - F.softplus(max_lv - h[..., g:2 * g])
         logvar = min_lv + F.softplus(logvar - min_lv)
         return mean, logvar
@@ -238,7 +241,8 @@ class EnsembleModel(nn.Module):
         else:
             if periodic:
                 if obs.shape[0] % self.num_elites:
-                    raise ValueError(f"periodic assignment needs a multiple of {self.num_elites} rows, got {obs.shape[0]}")
+                    raise ValueError(
+                        f"periodic assignment needs a multiple of {self.num_elites} rows, got {obs.shape[0]}")
                 out, logvar = self.forward_periodic(x, self.elite_idx)
             else:
                 member_idx = torch.as_tensor(member_idx, dtype=torch.long, device=self.device)
@@ -279,8 +283,9 @@ class EnsembleModel(nn.Module):
                 mean[..., g], terminated.to(mean.dtype), reduction="none"
             ).mean(1)
         total = per_member.sum()
-        if self.probabilistic and self.max_logvar.requires_grad:
-            total = total + 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        max_lv, min_lv = self.max_logvar, self.min_logvar  # None unless probabilistic
+        if max_lv is not None and min_lv is not None and max_lv.requires_grad:
+            total = total + 0.01 * (max_lv.sum() - min_lv.sum())
         return total, per_member.detach()
 
     @torch.no_grad()
@@ -298,7 +303,8 @@ class EnsembleModel(nn.Module):
         return (
             f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, ensemble_size={self.ensemble_size}, "
             f"hidden={self.num_layers}x{self.hidden_size} {self.activation}, probabilistic={self.probabilistic}, "
-            f"num_elites={self.num_elites}, learn_reward={self.learn_reward}, learn_termination={self.learn_termination}"
+            f"num_elites={self.num_elites}, learn_reward={self.learn_reward}, "
+            f"learn_termination={self.learn_termination}"
         )
 
 

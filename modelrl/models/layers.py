@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ def ensemble_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, addcmul: bool =
     return torch.addcmul(bias, h, weight) if addcmul else h * weight + bias
 
 
-def _pick(module: nn.Module, members: Tensor | None, params: Sequence[Tensor] | None = None,
+def _pick(module: EnsembleLinear | EnsembleLayerNorm, members: Tensor | None, params: Sequence[Tensor] | None = None,
           at: int = 0) -> tuple[Tensor, Tensor]:
     """``module``'s weight and bias (or ``params[at]`` and ``params[at + 1]`` in their place), of ``members`` only."""
     w, b = (module.weight, module.bias) if params is None else (params[at], params[at + 1])
@@ -71,7 +72,8 @@ class EnsembleLinear(nn.Module):
         if min(in_features, out_features, ensemble_size) < 1:
             raise ValueError(f"need in_features, out_features, ensemble_size >= 1; got {in_features}, {out_features}, "
                              f"{ensemble_size}")
-        self.in_features, self.out_features, self.ensemble_size = int(in_features), int(out_features), int(ensemble_size)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.ensemble_size = int(ensemble_size)
         self.bias_in_matmul = bool(bias_in_matmul)
         self.weight = nn.Parameter(torch.zeros(self.ensemble_size, self.in_features, self.out_features))
         self.bias = nn.Parameter(torch.zeros(self.ensemble_size, 1, self.out_features))
@@ -117,6 +119,8 @@ class EnsembleMLP(nn.Module):
     under the names they used before, and read those names as attributes.
     """
 
+    layers: Sequence[EnsembleLinear]  # an nn.ModuleList (whose type does not say what it holds) of these
+
     def __init__(self, sizes: Sequence[int], ensemble_size: int, activation: str | Sequence[str] = "relu", *,
                  layernorm: bool | Sequence[bool] = False, dropout: float = 0.0, bias_in_matmul: bool = True,
                  norm_addcmul: bool = True) -> None:
@@ -137,8 +141,8 @@ class EnsembleMLP(nn.Module):
         self.sizes, self.ensemble_size, self.activations = sizes, int(ensemble_size), acts
         self.dropout, self.bias_in_matmul, self.norm_addcmul = float(dropout), bool(bias_in_matmul), bool(norm_addcmul)
         self._act = [ACTIVATIONS[a] for a in acts]
-        self.layers = nn.ModuleList(EnsembleLinear(i, o, ensemble_size, bias_in_matmul=bias_in_matmul)
-                                    for i, o in itertools.pairwise(sizes))
+        self.layers = nn.ModuleList(  # type: ignore[assignment]  # typed by its items, above
+            EnsembleLinear(i, o, ensemble_size, bias_in_matmul=bias_in_matmul) for i, o in itertools.pairwise(sizes))
         self.norms = nn.ModuleDict({str(i): EnsembleLayerNorm(sizes[i + 1], ensemble_size, addcmul=norm_addcmul)
                                     for i in range(hidden) if normed[i]})
         # per hidden layer: its norm's key, the position of its weight in ``parameters()`` and its shape, or None
@@ -162,13 +166,14 @@ class EnsembleMLP(nn.Module):
         for layer in self.layers:
             layer.reset_parameters(generator)
         for norm in self.norms.values():
-            norm.reset_parameters()
+            cast(EnsembleLayerNorm, norm).reset_parameters()
 
     def detached_params(self) -> list[Tensor]:
         """The parameters cut from autograd (no copy), in the order ``forward``'s ``params`` takes them."""
         return [p.detach() for p in self.parameters()]
 
-    def hidden_features(self, x: Tensor, members: Tensor | None = None, params: Sequence[Tensor] | None = None) -> Tensor:
+    def hidden_features(self, x: Tensor, members: Tensor | None = None,
+                        params: Sequence[Tensor] | None = None) -> Tensor:
         """The last hidden layer's activations ``[M, B, sizes[-2]]`` (arguments as ``forward``)."""
         return self._run(x, members, params, self._hidden)
 
@@ -191,7 +196,8 @@ class EnsembleMLP(nn.Module):
                 norm = self._norm_at[i]
                 if norm is not None:
                     key, at, shape = norm
-                    h = ensemble_layer_norm(h, *_pick(self.norms[key], members, params, at), self.norm_addcmul, shape)
+                    affine = _pick(cast(EnsembleLayerNorm, self.norms[key]), members, params, at)
+                    h = ensemble_layer_norm(h, *affine, self.norm_addcmul, shape)
                 h = self._act[i](h)
         return h
 
@@ -200,7 +206,8 @@ class EnsembleMLP(nn.Module):
         as MBPO's ``construct_model``); the last group holds the biases and LayerNorm affines, not decayed."""
         rest = self.biases + [p for norm in self.norms.values() for p in (norm.weight, norm.bias)]
         if isinstance(weight_decay, (int, float)):
-            return [{"params": self.weights, "weight_decay": float(weight_decay)}, {"params": rest, "weight_decay": 0.0}]
+            return [{"params": self.weights, "weight_decay": float(weight_decay)},
+                    {"params": rest, "weight_decay": 0.0}]
         decays = [float(d) for d in weight_decay]
         if len(decays) != len(self.layers):
             raise ValueError(f"weight_decay: one value, or one per layer ({len(self.layers)} here: the hidden layers "

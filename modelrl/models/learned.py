@@ -1,7 +1,7 @@
 """A learned model as a ``Dynamics``: what planners roll out, with PETS propagation modes."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -90,7 +90,7 @@ class LearnedDynamics:
         reward = self.reward_fn(state, action, pred.next_obs) if self.reward_fn is not None else pred.reward
         if pred.terminated is not None:
             self._last = (pred.next_obs, pred.terminated)
-        return pred.next_obs, reward
+        return pred.next_obs, reward  # type: ignore[return-value]  # no reward_fn: __init__ required a reward head
 
     def _learned_terminal(self, state: Tensor) -> Tensor:
         """The termination head's verdict on the transition that produced ``state`` (the head

@@ -16,6 +16,9 @@ class Normalizer(nn.Module):
     Unfitted, it is the identity.
     """
 
+    mean: Tensor  # buffers (register_buffer)
+    std: Tensor
+
     def __init__(self, dim: int, min_std: float = 1e-6) -> None:
         super().__init__()
         if dim < 1:

@@ -15,12 +15,13 @@ computation as separate ``nn.Sequential``s, in fewer and larger kernels.
 TD-MPC2 options (Hansen, Su, Wang 2024), off by default: ``simnorm`` (the latent is split into
 groups of ``simnorm_dim`` and each group is a softmax), ``layernorm_mish`` (every hidden layer
 is Linear, LayerNorm, Mish) and ``termination`` (a head on the next latent state predicting that
-the episode ended, for tasks that terminate: TD-MPC2's ``episodic``). ``num_q`` > 2 gives an ensemble whose targets use the minimum of two
-heads drawn at random (TD-MPC2 Sec. 3.3).
+the episode ended, for tasks that terminate: TD-MPC2's ``episodic``). ``num_q`` > 2 gives an ensemble whose targets
+use the minimum of two heads drawn at random (TD-MPC2 Sec. 3.3).
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +57,12 @@ class HeadsMLP(EnsembleMLP):
         # norm_addcmul=False: the LayerNorm affine as * weight + bias, TD-MPC's rounding as it was before EnsembleMLP
         super().__init__([in_dim, hidden, hidden, max(out_dims)], len(out_dims), [act1, act2], layernorm=[ln1, ln2],
                          norm_addcmul=False)
-        self.k, self.hidden, self.out_dims, self.first, self.second = len(out_dims), hidden, list(out_dims), first, second
+        self.k, self.hidden, self.out_dims = len(out_dims), hidden, list(out_dims)
+        self.first, self.second = first, second
         self.same_width = len(set(out_dims)) == 1
         self.legacy_names = {  # parameter names before EnsembleMLP
-            **{f"{kind}{i + 1}": f"layers.{i}.{new}" for kind, new in (("w", "weight"), ("b", "bias")) for i in range(3)},
+            **{f"{kind}{i + 1}": f"layers.{i}.{new}"
+               for kind, new in (("w", "weight"), ("b", "bias")) for i in range(3)},
             **{f"ln{i + 1}_{kind}": f"norms.{i}.{new}" for kind, new in (("w", "weight"), ("b", "bias"))
                for i, on in enumerate((ln1, ln2)) if on}}
 
@@ -75,7 +78,7 @@ class HeadsMLP(EnsembleMLP):
         for layer in self.layers:
             layer.bias.zero_()
 
-    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:  # type: ignore[override]  # heads, not members: no subset
         """``x[B, in]`` -> ``[K, B, out]`` when all heads are ``out`` wide, else a list of ``[B, out_i]``."""
         x = x.expand(self.k, -1, -1)  # [K, B, in]
         if self.same_width:
@@ -89,11 +92,17 @@ class HeadsMLP(EnsembleMLP):
 class MLP(nn.Module):
     """An MLP with two hidden layers (one with ``two_hidden=False``: the encoder), ELU or LayerNorm+Mish."""
 
+    # nn.ModuleLists (whose type does not say what they hold) of these
+    linears: Sequence[nn.Linear]
+    norms: Sequence[nn.LayerNorm] | None
+
     def __init__(self, in_dim: int, hidden: int, out_dim: int, two_hidden: bool = True, norm: bool = False) -> None:
         super().__init__()
         dims = [in_dim, hidden] + ([hidden] if two_hidden else []) + [out_dim]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in dims[1:-1]) if norm else None
+        self.linears = nn.ModuleList(  # type: ignore[assignment]  # typed by its items, above
+            nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.norms = (nn.ModuleList(nn.LayerNorm(d) for d in dims[1:-1])  # type: ignore[assignment]  # as linears
+                      if norm else None)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -220,14 +229,15 @@ class TOLD(nn.Module):
         device = self.q.layers[0].weight.device if generator is None else generator.device
         return torch.randperm(self.num_q, generator=generator, device=device)[:2]
 
-    def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None, pick: Tensor | None = None) -> Tensor:
+    def q_min(self, z: Tensor, a: Tensor, generator: torch.Generator | None = None,
+              pick: Tensor | None = None) -> Tensor:
         """min of two Q heads ``[B]``: Q1 and Q2 (TD-MPC), or two drawn at random when K > 2 (TD-MPC2);
         ``pick`` (from ``draw_pick``) gives the two instead of a draw from ``generator``."""
         qs = self.Q(z, a)
         if self.num_q > 2:
             if pick is None:
                 pick = self.draw_pick(generator)
-            qs = qs.index_select(0, pick.to(qs.device))
+            qs = qs.index_select(0, pick.to(qs.device))  # type: ignore[union-attr]  # num_q > 2: draw_pick drew
         return torch.minimum(qs[0], qs[1])
 
     def q_parameters(self) -> list[nn.Parameter]:

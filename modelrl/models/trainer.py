@@ -1,9 +1,8 @@
 """Fitting an ``EnsembleModel`` to transitions: bootstrap, hold-out, early stopping, elites."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -85,9 +84,11 @@ class ModelTrainer:
     def _prepare(self, obs, action, next_obs, reward, terminated) -> tuple[Tensor, Tensor, Tensor | None]:
         """Validated inputs ``[s, a]`` and targets ``[s' - s, (r)]`` in real units, plus flags."""
         m, dev = self.model, self.model.device
-        obs, action, next_obs = (_as_2d(k, v, dev) for k, v in (("obs", obs), ("action", action), ("next_obs", next_obs)))
+        obs, action, next_obs = (_as_2d(k, v, dev)
+                                 for k, v in (("obs", obs), ("action", action), ("next_obs", next_obs)))
         n = obs.shape[0]
-        for name, t, dim in (("obs", obs, m.obs_dim), ("action", action, m.action_dim), ("next_obs", next_obs, m.obs_dim)):
+        for name, t, dim in (("obs", obs, m.obs_dim), ("action", action, m.action_dim),
+                             ("next_obs", next_obs, m.obs_dim)):
             if t.shape != (n, dim):
                 raise ValueError(f"{name} must have shape [{n}, {dim}], got {tuple(t.shape)}")
         arrays = [("obs", obs), ("action", action), ("next_obs", next_obs)]

@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import inspect
 import typing
+from collections.abc import Callable
 
 from modelrl.planners.base import Planner, action_bounds, rollout_returns
 from modelrl.planners.cem import CEM
@@ -14,7 +15,7 @@ from modelrl.planners.mppi import MPPI
 from modelrl.planners.random_shooting import RandomShooting
 from modelrl.types import Dynamics, unknown_name
 
-PLANNERS = {
+PLANNERS: dict[str, Callable[..., Planner]] = {  # classes, and one classmethod (CEM.icem)
     "random_shooting": RandomShooting,
     "cem": CEM,
     "icem": CEM.icem,
@@ -46,7 +47,7 @@ def planner_settings(name: str) -> type:
     ``modelrl.agents.base.check_fields(planner_settings(name), values)`` checks names and types of settings
     given as data (``modelrl plan --opt KEY=VALUE``)."""
     key = planner_key(name)
-    cls = CEM if key == "icem" else PLANNERS[key]
+    cls = CEM if key == "icem" else typing.cast("type[Planner]", PLANNERS[key])  # the others are classes
     fields: dict[str, object] = {}
     for klass in (cls, Planner):
         params = inspect.signature(klass.__init__).parameters
@@ -69,7 +70,8 @@ def make_planner(name: str, dynamics: Dynamics, action_space, **kwargs) -> Plann
                 "LQR needs linear dynamics with quadratic cost (a model with A, B, Q, R such as "
                 "LinearDynamics); for a nonlinear task use ilqr."
             )
-        return LQR(dynamics.A, dynamics.B, dynamics.Q, dynamics.R, action_space=action_space, **kwargs)
+        return LQR(dynamics.A, dynamics.B, dynamics.Q, dynamics.R,  # type: ignore[attr-defined]  # is_linear: has them
+                   action_space=action_space, **kwargs)
     return PLANNERS[key](dynamics, action_space, **kwargs)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -266,7 +266,7 @@ class Planner(ABC):
         """Plan, return the first action (``[A]``, or ``[B, A]`` for a batch of states), and keep the
         rest (shifted) to warm-start the next call."""
         actions = self.plan(state)
-        self._warm = self.shift(self._last_plan)
+        self._warm = self.shift(self._last_plan)  # type: ignore[arg-type]  # plan() set it
         first = actions[0] if actions.ndim == 2 else actions[:, 0]
         return first.detach().cpu().numpy()
 
@@ -285,7 +285,8 @@ class Planner(ABC):
 
     def state_dict(self) -> dict:
         """Warm start and sampling RNG: what a checkpoint needs for the next plan to be identical."""
-        return {"warm": None if self._warm is None else self._warm.clone(), "generator": generator_state(self.generator)}
+        return {"warm": None if self._warm is None else self._warm.clone(),
+                "generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
         warm = state["warm"]

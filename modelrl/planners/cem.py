@@ -1,6 +1,8 @@
 """The cross-entropy method, with the iCEM improvements as options."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -59,9 +61,9 @@ class CEM(Planner):
         self._kept: Tensor | None = None  # [H, B, keep, A]
 
     @classmethod
-    def icem(cls, dynamics: Dynamics, action_space, horizon: int = 15, **kwargs) -> "CEM":
+    def icem(cls, dynamics: Dynamics, action_space, horizon: int = 15, **kwargs) -> CEM:
         """CEM with the iCEM settings of Pinneri et al. 2020 (Table S1): beta 2.5, decay 1.25, xi 0.3."""
-        opts = dict(noise_beta=2.5, population_decay=1.25, keep_elites=0.3, add_mean=True,
+        opts: dict[str, Any] = dict(noise_beta=2.5, population_decay=1.25, keep_elites=0.3, add_mean=True,
                     num_samples=300, num_elites=10, iterations=3)
         opts.update(kwargs)
         return cls(dynamics, action_space, horizon, **opts)

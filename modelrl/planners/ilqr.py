@@ -84,6 +84,7 @@ def box_qp(
         if np.linalg.norm(grad_free) < min_grad:
             break
         direction = np.zeros_like(x)
+        assert chol is not None  # factored above for this free set
         direction[free] = -_chol_solve(chol, grad_free)
         if direction @ grad >= 0:
             break
@@ -179,7 +180,7 @@ class ILQR(Planner):
             xs.append(x[0])
         return torch.stack(xs), cost
 
-    def _derivatives(self, xs: Tensor, us: Tensor) -> tuple[np.ndarray, ...]:
+    def _derivatives(self, xs: Tensor, us: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """f_z [H, S, S+A], l_z [H, S+A], l_zz [H, S+A, S+A] of the cost at z = (x, u), float64 numpy."""
         z = torch.cat([xs, us], dim=-1).detach()
         with torch.enable_grad():
@@ -198,8 +199,8 @@ class ILQR(Planner):
             else:
                 fz, lz, lzz = self._derivatives_autograd(z, xs.shape[-1])
         w = self.discount.cpu().double().numpy()[:, None]
-        fz, lz, lzz = (v.detach().cpu().double().numpy() for v in (fz, lz, lzz))
-        return fz, -w * lz, -w[:, :, None] * lzz
+        f_z, l_z, l_zz = (v.detach().cpu().double().numpy() for v in (fz, lz, lzz))
+        return f_z, -w * l_z, -w[:, :, None] * l_zz
 
     def _derivatives_vmap(self, z: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor]:
         from torch.func import grad, jacrev, vmap
@@ -314,8 +315,8 @@ class ILQR(Planner):
                 return None
             k_free = -qu / h
             k = np.clip(k_free, lower, upper)
-            free = bool(lower[0] <= k_free[0] <= upper[0])
-            return k, (-qux / h if free else np.zeros_like(qux))
+            unclamped = bool(lower[0] <= k_free[0] <= upper[0])
+            return k, (-qux / h if unclamped else np.zeros_like(qux))
         k, free, chol = box_qp(quu, qu, lower, upper, k_prev)
         if chol is None:
             return None
@@ -364,8 +365,8 @@ class ILQR(Planner):
                 if mu > self.mu_max:
                     break
                 continue
-            k_prev, K, dv1, dv2 = result
-            k, K = (torch.as_tensor(v, dtype=self.dtype, device=self.device) for v in (k_prev, K))
+            k_prev, K_np, dv1, dv2 = result
+            k, K = (torch.as_tensor(v, dtype=self.dtype, device=self.device) for v in (k_prev, K_np))
             states, actions, costs = self._line_search(state, xs, us, k, K)
             costs = torch.where(torch.isfinite(costs), costs, torch.full_like(costs, math.inf))
             best = int(torch.argmin(costs))

@@ -144,7 +144,7 @@ class LQR(Planner):
             raise ValueError(f"action_space has {self.action_dim} dimensions, B has {m} columns")
         self.infinite = horizon is None
         self.A, self.B, self.Q, self.R = A, B, Q, R
-        gains = [self.gains] * base_horizon if self.infinite else self.gains
+        gains = [self.gains] * base_horizon if isinstance(self.gains, np.ndarray) else self.gains  # infinite: one
         self._K = torch.as_tensor(np.stack(gains), dtype=dtype, device=self.device)
         self._A = torch.as_tensor(A, dtype=dtype, device=self.device)
         self._B = torch.as_tensor(B, dtype=dtype, device=self.device)

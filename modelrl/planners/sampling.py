@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ class SamplingOptimizer:
     def sample(self, mean: Tensor, std: Tensor, n: int, generator: torch.Generator) -> Tensor:
         """``n`` candidates per problem around ``mean[H, B, A]``, clamped to the bounds: ``[H, B, n, A]``."""
         s, (h, b, a) = self.s, mean.shape
-        kw = dict(generator=generator, dtype=mean.dtype, device=mean.device)
+        kw: dict[str, Any] = dict(generator=generator, dtype=mean.dtype, device=mean.device)
         if s.uniform:
             u = torch.rand((b, n, h, a), **kw).permute(2, 0, 1, 3) if s.noise_order == "sample" else \
                 torch.rand((h, b, n, a), **kw)
@@ -236,6 +237,12 @@ class SamplingOptimizer:
         return SamplingResult(mean, std, elites, w, best, kept if s.keep_elites > 0 else None)
 
 
+@overload
+def warm_start(previous: Tensor, horizon: int, fill: str | Tensor) -> Tensor: ...
+@overload
+def warm_start(previous: None, horizon: int, fill: str | Tensor) -> None: ...
+@overload
+def warm_start(previous: Tensor | None, horizon: int, fill: str | Tensor) -> Tensor | None: ...
 def warm_start(previous: Tensor | None, horizon: int, fill: str | Tensor) -> Tensor | None:
     """The previous plan ``[H', B, A]`` shifted one step to ``horizon`` steps; the freed steps take
     ``fill``: "last" (repeat the last action: MPPI, CEM) or a tensor ``[B, A]`` (TD-MPC: zeros)."""

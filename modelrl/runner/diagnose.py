@@ -13,20 +13,20 @@ import numpy as np
 
 from modelrl.envs import make_env
 from modelrl.models.diagnostics import k_step_error, one_step_error, predicted_trajectory
-from modelrl.runner.checkpoint import load_checkpoint
-from modelrl.runner.rundir import atomic_write_text, load_agent, read_run_config
+from modelrl.runner.rundir import atomic_write_text, load_agent
 
 
 def collect_random_episodes(env_id: str, episodes: int, seed: int, action_repeat: int = 1):
     """``episodes`` fresh episodes of uniform random actions: list of (obs[T+1, S], actions[T, A])."""
     env = make_env(env_id, seed=seed, action_repeat=action_repeat)
     rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high  # type: ignore[attr-defined]  # a Box (make_env)
     out = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         observations, actions, done = [obs], [], False
         while not done:
-            a = rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32)
+            a = rng.uniform(low, high).astype(np.float32)
             obs, _, term, trunc, _ = env.step(a)
             observations.append(obs)
             actions.append(a)

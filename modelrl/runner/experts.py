@@ -7,14 +7,13 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TextIO
 
 from modelrl.agents.experts import AgentExpert, Expert, HumanExpert, PlannerExpert, parse_expert_spec
 from modelrl.envs import make_env, true_dynamics
 from modelrl.runner.options import parse_assignments
-from modelrl.runner.rundir import load_agent
 from modelrl.runner.plan import resolved_planner_kwargs
+from modelrl.runner.rundir import load_agent
 
 # Expert settings that differ from the ``modelrl plan`` presets (PLAN_PRESETS), each measured.
 EXPERT_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
@@ -51,6 +50,7 @@ def resolve_expert(spec: str | None, env_id: str, seed: int = 0, opts: tuple[str
         env.close()
     if kind == "human":
         return HumanExpert(action_space, stdin=stdin, stdout=stdout, obs_names=OBS_NAMES.get(env_id))
+    assert arg is not None  # "run" and "planner" come with a path or a name
     if kind == "run":
         agent, saved = load_agent(arg)
         if saved["train"]["env"] != env_id:

@@ -2,7 +2,8 @@
 ``sweep --grid``/``--random`` (whose values are then split further)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 

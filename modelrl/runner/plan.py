@@ -14,8 +14,14 @@ from modelrl.agents.base import check_fields
 from modelrl.device import resolve_device
 from modelrl.envs import make_env, true_dynamics
 from modelrl.planners import is_linear, make_planner, planner_key, planner_settings
-from modelrl.runner.rundir import (MetricsWriter, atomic_write_text, create_run_dir, default_run_dir, progress_bar,
-                                   save_config)
+from modelrl.runner.rundir import (
+    MetricsWriter,
+    atomic_write_text,
+    create_run_dir,
+    default_run_dir,
+    progress_bar,
+    save_config,
+)
 
 # Settings per (planner, env) that differ from the planners' own defaults, each measured by
 # benchmarks/planners.py (docs/benchmarks.md). Anything given on the command line wins.
@@ -144,7 +150,7 @@ def run_plan(
                               "eval_return": ret, "length": len(rewards),
                               "ms_per_action": round(result.ms_per_action[-1], 4)})
     env.close()
-    if writer is not None:
+    if writer is not None and run_dir is not None:  # save
         writer.close()
         summary = {"planner": planner, "env": env_id, "mean_return": result.mean_return,
                    "std_return": float(np.std(result.returns)), "returns": result.returns,

@@ -14,8 +14,9 @@ import io
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any
 
 import yaml
 
@@ -67,7 +68,7 @@ def _free_bytes(path: Path) -> int:
         return 0
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], needed: Callable[[], int] | int = 0,
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], needed: Callable[[], int] | int = 0,
                  previous: str | Path | None = None) -> None:
     """Write ``path`` through ``write(f)`` into ``<path>.tmp`` (opened ``w+b``), flush and sync it to disk, then
     rename it over ``path``: a crash leaves the old file, never half a new one. ``previous``: the old file is
@@ -237,9 +238,9 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
-        self._file = None
+        self._file: IO[str] | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # no flock on this platform: no protection, as before
@@ -266,7 +267,7 @@ class RunLock:
             self._file.close()  # closing drops the flock
             self._file = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -275,7 +276,14 @@ class RunLock:
 
 def progress_bar(enabled: bool = True):
     """The rich progress bar every long job shows: description, bar, count, elapsed, remaining."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), disable=not enabled)
