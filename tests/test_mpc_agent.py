@@ -46,6 +46,9 @@ def test_mpc_agent_config_errors():
         make("mpc", env, hiden_size=3)
     with pytest.raises(ValueError, match="no known reward"):
         make("mpc", make_env("Ant-v5"), learn_reward=False)
+    with pytest.raises(ValueError, match="ilqr optimises one trajectory.*ts1 or mean"):
+        make("mpc", env, preset="pets", planner="ilqr")  # was: a model error deep in the first plan
+    assert make("mpc", env, preset="pets-cpu", planner="ilqr").planning_flops() is None  # not a sampling planner
 
 
 def test_a_run_whose_planning_takes_hours_is_warned_before_it_starts(monkeypatch):

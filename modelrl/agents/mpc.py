@@ -109,6 +109,10 @@ class MPCAgent(Agent):
                              f"got {c.planner!r}")
         if c.refit_every < -1:
             raise ValueError(f"refit_every must be -1, 0 or positive, got {c.refit_every}")
+        if c.planner == "ilqr" and c.model == "ensemble" and c.propagation == "ts_inf":
+            raise ValueError("ilqr optimises one trajectory, which TS-inf cannot propagate (it assigns each particle "
+                             "a member, in multiples of the ensemble size): use propagation ts1 or mean with ilqr, "
+                             "or a sampling planner (cem, icem, mppi) with ts_inf")
         known = task_functions(self.env_id)
         learn_reward = (known is None) if c.learn_reward is None else c.learn_reward
         if known is None and not learn_reward:
@@ -147,8 +151,9 @@ class MPCAgent(Agent):
         params = inspect.signature(PLANNERS[c.planner]).parameters
         return {k: v for k, v in wanted.items() if k in params}
 
-    def planning_flops(self, config: AgentConfig | None = None) -> float:
-        """Dense-layer FLOPs of one planned action: iterations x horizon x (samples x particles) model rows, each
+    def planning_flops(self, config: AgentConfig | None = None) -> float | None:
+        """Dense-layer FLOPs of one planned action of a sampling planner (None for ilqr, whose cost is its
+        derivatives'): iterations x horizon x (samples x particles) model rows, each
         2 x (in x hidden + (layers - 1) x hidden^2 + hidden x out) with out = the model's outputs (a Gaussian head:
         mean and log-variance of the next state, and of the reward where it is learned); elementwise work is left
         out. PETS at the paper's settings on Pendulum-v1: 183 GFLOP (docs/benchmarks.md, "PETS at the paper's
@@ -156,6 +161,8 @@ class MPCAgent(Agent):
         c = config or self.config
         if not isinstance(c, MPCConfig):
             raise TypeError(f"planning_flops of an MPC agent needs an MPCConfig, got a {type(c).__name__}")
+        if c.planner == "ilqr":
+            return None
         targets = self.model.gauss_dim  # the next state, and the reward where it is learned
         out = 2 * targets if c.model == "ensemble" else targets
         per_row = 2 * ((self.obs_dim + self.action_dim) * c.hidden_size + (c.num_layers - 1) * c.hidden_size ** 2

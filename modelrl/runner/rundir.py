@@ -317,7 +317,7 @@ class MetricsWriter:
     (incomplete rows are dropped too, see ``read_metrics``).
     """
 
-    def __init__(self, path: str | Path, columns: Iterable[str], keep_until: int | None = None) -> None:
+    def __init__(self, path: str | Path, columns: Iterable[str], keep_until: float | None = None) -> None:
         self.path = Path(path) / "metrics.csv"
         self.columns = list(columns)
         self.rows: list[dict[str, Any]] = []

@@ -476,8 +476,8 @@ def warn_if_planning_is_slow(agent, cfg: TrainConfig, config_cls: type[AgentConf
             f"{planned:,} planned steps of this run take {per_action * planned / 3600:.1f} h or more, its evaluations "
             f"besides.")
     light = config_cls.LIGHT_PRESET
-    if light is not None and light != cfg.preset:
-        cheaper = agent.planning_flops(build_config(config_cls, light, cfg.env))
+    cheaper = None if light in (None, cfg.preset) else agent.planning_flops(build_config(config_cls, light, cfg.env))
+    if cheaper:
         text += (f" For a laptop: --preset {light} ({cheaper / 1e9:,.1f} GFLOP per action, about "
                  f"{cheaper / rate:.2f} s).")
     warnings.warn(text, stacklevel=2)
@@ -495,7 +495,7 @@ def _count_env_steps(run_dir: Path, saved: dict, cfg: TrainConfig, ckpt: dict) -
     save_config(run_dir, {**saved, "train": dataclasses.asdict(cfg)})
     ckpt.update(env_step=ckpt["step"] * k, next_eval=ckpt["next_eval"] * k, next_ckpt=ckpt["next_ckpt"] * k)
     # keep_until=inf: reload every row (MetricsWriter compares it as a number; its int annotation is too narrow)
-    writer = MetricsWriter(run_dir, ["env_step", "agent_step"], keep_until=math.inf)  # type: ignore[arg-type]
+    writer = MetricsWriter(run_dir, ["env_step", "agent_step"], keep_until=math.inf)
     for row in writer.rows:
         if row.get("agent_step", "") == "":
             row["agent_step"], row["env_step"] = row["env_step"], int(float(row["env_step"])) * k
