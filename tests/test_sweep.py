@@ -303,6 +303,7 @@ def test_sweep_on_two_nodes_interrupted_then_resumed(tmp_path, two_node_cluster)
         # the whole run directory, at the storage location (trials/ links there)
         assert run_dir.resolve().is_relative_to(storage.resolve())
         assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "latest.pt").is_file()
+        assert not (run_dir / "checkpoints" / "latest.prev.pt").exists()  # a second replay buffer, not uploaded
         assert list((run_dir / "plots").glob("*.png")) and list((run_dir / "tb").glob("events*"))
         metrics = (run_dir / "metrics.csv").read_text().splitlines()
         assert metrics[-1].startswith("1600,") and len(metrics) == 1 + 1600 // 200

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from modelrl.runner.options import read_value, split_assignment
+from modelrl.runner.rundir import LOCK_NAME
 from modelrl.types import suggestions
 
 # TrainConfig fields a sweep may vary; algo, env, steps and seed have their own options
@@ -204,9 +205,14 @@ def _trial(config: dict[str, Any], base: dict[str, Any]) -> None:
 
     def report(step: int, finished: bool) -> None:
         last = _last_row(run_dir / "metrics.csv")
-        tune.report({"finished": finished, "env_step": step, "node": ray.get_runtime_context().get_node_id(),
-                     **{k: float(last[k]) if last else math.nan for k in ("eval_return", "eval_return_std", "wall_s")}},
-                    checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
+        snapshot = _snapshot(run_dir, staging / "report")
+        try:
+            tune.report({"finished": finished, "env_step": step, "node": ray.get_runtime_context().get_node_id(),
+                         **{k: float(last[k]) if last else math.nan
+                            for k in ("eval_return", "eval_return_std", "wall_s")}},
+                        checkpoint=tune.Checkpoint.from_directory(str(snapshot)))
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
 
     def on_checkpoint(step: int) -> None:
         if step < cfg.steps:  # the last one is reported below, with the learning curve
@@ -228,6 +234,24 @@ def _trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         report(cfg.steps, True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _snapshot(run_dir: Path, dest: Path) -> Path:
+    """The run directory as Tune should store it, in ``dest``: hard links to its files (no copy; the files are
+    replaced by atomic renames, so a link keeps the version it saw), without ``latest.prev.pt`` (a second copy of
+    the replay buffer, only a fallback on this disk) and the lock. Copies where links are impossible."""
+    import shutil
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(run_dir, dest, copy_function=link,
+                    ignore=shutil.ignore_patterns("latest.prev.pt", LOCK_NAME, "*.tmp"))
+    return dest
 
 
 def _stored_checkpoint(storage: str, trial_id: str):
