@@ -188,7 +188,7 @@ def trial_settings(config: dict[str, Any], base: dict[str, Any]):
 
 def _trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """One Ray Tune trial: a training run in a staging folder on the node that runs it. Every modelrl checkpoint
-    reports the whole run directory to Tune as a Tune checkpoint, which Tune copies to the sweep's storage; a
+    reports the run directory (``_snapshot``) to Tune as a Tune checkpoint, which Tune copies to the sweep's storage; a
     restored sweep hands the last one back (``tune.get_checkpoint``) and the run resumes from it exactly. The
     final report (``finished``) carries the finished run directory, plots included."""
     import shutil
