@@ -375,7 +375,7 @@ def test_cli_uses_the_official_per_domain_action_repeat_and_settings_unless_give
         assert main(base + extra + ["--out", str(run)]) == 0
         saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["train"]["action_repeat"] == repeat
-    assert default_action_repeat("dmc:dog-run") == 2 and default_action_repeat("dmc:finger-spin") == 4
+    assert default_action_repeat("dmc:dog-run") == 2 and default_action_repeat("dmc:finger-spin") == 2
     dog = TDMPCConfig.task_defaults("dmc:dog-run")
     assert dog == {"iterations": 8, "latent_dim": 100, "batch_size": 2048, "lr": 3e-4}  # official cfgs/tasks/dog.yaml
     from modelrl.agents import build_config

@@ -43,9 +43,9 @@ from modelrl.envs.rewards import can_terminate
 from modelrl.models.told import TOLD
 from modelrl.planners.sampling import SamplingOptimizer, SamplingSettings, warm_start
 
-# Official per-domain action repeat (cfgs/tasks/<domain>.yaml; domains without a file use tasks/default.yaml: 4;
-# finger has no file, so finger-spin runs at 4).
-OFFICIAL_ACTION_REPEAT = {"cartpole": 8, "walker": 2, "humanoid": 2, "dog": 2}
+# Official per-domain action repeat (nicklashansen/tdmpc@f4d85ec cfgs/tasks/<domain>.yaml: cartpole.yaml 8,
+# finger.yaml, walker.yaml, humanoid.yaml and dog.yaml 2; domains without a file use tasks/default.yaml: 4).
+OFFICIAL_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2, "humanoid": 2, "dog": 2}
 # Official per-domain settings beside the action repeat (cfgs/tasks/humanoid.yaml and dog.yaml).
 OFFICIAL_DOMAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "humanoid": {"iterations": 12, "latent_dim": 100},
