@@ -15,6 +15,7 @@ AGENTS: dict[str, tuple[str, str, str]] = {
     "bc": ("modelrl.agents.imitation", "BCConfig", "BCAgent"),
     "dagger": ("modelrl.agents.imitation", "DAggerConfig", "DAggerAgent"),
     "tdmpc": ("modelrl.agents.tdmpc", "TDMPCConfig", "TDMPCAgent"),
+    "tdmpc2": ("modelrl.agents.tdmpc2", "TDMPC2Config", "TDMPC2Agent"),
     "sac": ("modelrl.agents.sac", "SACConfig", "SACAgent"),
     "mbpo": ("modelrl.agents.mbpo", "MBPOConfig", "MBPOAgent"),
 }

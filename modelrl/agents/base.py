@@ -206,6 +206,9 @@ RNG_STREAMS: dict[str, int] = {
     "tdmpc.planning": 11,  # torch: planning noise
     "tdmpc.updates": 12,  # torch: policy noise and Q-head draws in the updates
     "tdmpc.sampler": 13,  # numpy: sub-trajectory indices (prioritised replay)
+    "tdmpc2.planning": 11,  # torch: planning noise, policy draws and Q-head draws while planning
+    "tdmpc2.updates": 12,  # torch: policy draws and Q-head draws in the updates
+    "tdmpc2.sampler": 13,  # numpy: sub-trajectory indices (uniform replay)
     "imitation.beta": 0,  # numpy: DAgger's coin flips between expert and learner
     "imitation.updates": 1,  # torch: minibatches and Gaussian policy samples
     "imitation.init": 2,  # torch: the policy's initial weights

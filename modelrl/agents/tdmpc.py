@@ -251,6 +251,21 @@ class TDMPCAgent(Agent):
                                 weighting="softmax", temperature=c.temperature, momentum=c.momentum,
                                 min_std=self.std_floor, max_std=c.max_std, noise_order="time")
 
+    def _policy_actions(self, z0: Tensor, h: int) -> Tensor | None:
+        """The policy's extra candidates ``[H, B, N_pi, A]`` from ``z0[B, L]`` (None when N_pi = 0): N_pi
+        trajectories of the noisy policy through the latent model (official ``plan``)."""
+        c, b, dim = self.config, z0.shape[0], self.action_dim
+        num_pi = int(c.mixture_coef * c.num_samples)
+        if num_pi <= 0:
+            return None
+        pi_actions = z0.new_empty(h, b, num_pi, dim)
+        z = z0.unsqueeze(1).expand(b, num_pi, -1).reshape(b * num_pi, -1)
+        for t in range(h):
+            a = self.model.pi(z, c.min_std, self.plan_gen)
+            pi_actions[t] = a.view(b, num_pi, dim)
+            z, _ = self.model.next(z, a)
+        return pi_actions
+
     @torch.no_grad()
     def plan(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One action by policy-guided latent MPPI (official ``TDMPC.plan``): ``obs[S]`` -> ``[A]``, or a
@@ -264,15 +279,7 @@ class TDMPCAgent(Agent):
         if self._prev_mean is not None and self._prev_mean.shape[1] != b:
             raise ValueError(f"the planner holds warm starts for {self._prev_mean.shape[1]} problems, got a batch "
                              f"of {b}; call reset() when the batch changes")
-        num_pi = int(c.mixture_coef * c.num_samples)
-        pi_actions = None
-        if num_pi > 0:  # N_pi trajectories of the (noisy) policy through the latent model
-            pi_actions = z0.new_empty(h, b, num_pi, dim)
-            z = z0.unsqueeze(1).expand(b, num_pi, -1).reshape(b * num_pi, -1)
-            for t in range(h):
-                a = self.model.pi(z, c.min_std, gen)
-                pi_actions[t] = a.view(b, num_pi, dim)
-                z, _ = self.model.next(z, a)
+        pi_actions = self._policy_actions(z0, h)
 
         def objective(candidates: Tensor, mean: Tensor) -> Tensor:  # [H, B, N, A] -> G [B, N]
             n = candidates.shape[2]
@@ -316,7 +323,7 @@ class TDMPCAgent(Agent):
         c = self.config
         self.step = step
         self._check_terminations(buffer)
-        self.std_floor = linear_schedule(c.std_init, c.min_std, c.schedule_steps, step)
+        self.std_floor = self.scheduled_std_floor(step)
         if step < c.explore_steps:
             return {}
         sampler = self.sampler if self.sampler is not None else self._make_sampler(buffer)
@@ -331,6 +338,11 @@ class TDMPCAgent(Agent):
             for _ in range(n):
                 out = self._update_once(buffer)
         return out
+
+    def scheduled_std_floor(self, step: int) -> float:
+        """The planner's sigma floor at ``step``: official std_schedule linear(std_init, min_std, schedule_steps)."""
+        c = self.config
+        return linear_schedule(c.std_init, c.min_std, c.schedule_steps, step)
 
     def _check_terminations(self, buffer) -> None:
         """Without ``episodic`` a terminated transition would be learned as if the episode went on: refuse it."""

@@ -113,8 +113,9 @@ class EnsembleMLP(nn.Module):
     """E MLPs ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` run together: every hidden layer is
     EnsembleLinear, (dropout), (LayerNorm with a per-member affine), activation; the output layer is linear.
 
-    ``activation`` and ``layernorm`` are one value for all hidden layers or one per hidden layer (names in
-    ``ACTIVATIONS``). Parameters are named ``layers.{i}.weight`` / ``.bias`` and ``norms.{i}.weight`` / ``.bias``
+    ``activation``, ``layernorm`` and ``dropout`` are one value for all hidden layers or one per hidden layer
+    (activation names in ``ACTIVATIONS``; TD-MPC2's Q-functions drop out after the first layer only).
+    Parameters are named ``layers.{i}.weight`` / ``.bias`` and ``norms.{i}.weight`` / ``.bias``
     (i the layer), in that order. ``legacy_names`` (old name -> name) lets subclasses load checkpoints written
     under the names they used before, and read those names as attributes.
     """
@@ -122,7 +123,8 @@ class EnsembleMLP(nn.Module):
     layers: Sequence[EnsembleLinear]  # an nn.ModuleList (whose type does not say what it holds) of these
 
     def __init__(self, sizes: Sequence[int], ensemble_size: int, activation: str | Sequence[str] = "relu", *,
-                 layernorm: bool | Sequence[bool] = False, dropout: float = 0.0, bias_in_matmul: bool = True,
+                 layernorm: bool | Sequence[bool] = False, dropout: float | Sequence[float] = 0.0,
+                 bias_in_matmul: bool = True,
                  norm_addcmul: bool = True) -> None:
         super().__init__()
         sizes = [int(s) for s in sizes]
@@ -136,10 +138,16 @@ class EnsembleMLP(nn.Module):
         unknown = [a for a in acts if a not in ACTIVATIONS]
         if unknown:
             raise ValueError(f"unknown activation {unknown[0]!r}; choose from {sorted(ACTIVATIONS)}")
-        if not 0.0 <= dropout < 1.0:
+        drops = [float(dropout)] * hidden if isinstance(dropout, (int, float)) else [float(d) for d in dropout]
+        if len(drops) != hidden:
+            raise ValueError(f"dropout: one value, or one per hidden layer ({hidden} here)")
+        if not all(0.0 <= d < 1.0 for d in drops):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.sizes, self.ensemble_size, self.activations = sizes, int(ensemble_size), acts
-        self.dropout, self.bias_in_matmul, self.norm_addcmul = float(dropout), bool(bias_in_matmul), bool(norm_addcmul)
+        self.dropout: float | list[float] = drops[0] if len(set(drops)) == 1 else (drops or 0.0)
+        """The dropout probability after each hidden layer's linear map: one number, or one per hidden layer."""
+        self._drop = drops
+        self.bias_in_matmul, self.norm_addcmul = bool(bias_in_matmul), bool(norm_addcmul)
         self._act = [ACTIVATIONS[a] for a in acts]
         self.layers = nn.ModuleList(  # type: ignore[assignment]  # typed by its items, above
             EnsembleLinear(i, o, ensemble_size, bias_in_matmul=bias_in_matmul) for i, o in itertools.pairwise(sizes))
@@ -191,8 +199,8 @@ class EnsembleMLP(nn.Module):
                 break
             h = ensemble_linear(h, *_pick(layer, members, params, 2 * i), self.bias_in_matmul)
             if i < self._hidden:
-                if self.dropout > 0.0:
-                    h = F.dropout(h, self.dropout, self.training)
+                if self._drop[i] > 0.0:
+                    h = F.dropout(h, self._drop[i], self.training)
                 norm = self._norm_at[i]
                 if norm is not None:
                     key, at, shape = norm

@@ -90,15 +90,20 @@ class HeadsMLP(EnsembleMLP):
 
 
 class MLP(nn.Module):
-    """An MLP with two hidden layers (one with ``two_hidden=False``: the encoder), ELU or LayerNorm+Mish."""
+    """An MLP with two hidden layers (one with ``two_hidden=False``: the encoder; any number with ``num_hidden``),
+    ELU or LayerNorm+Mish."""
 
     # nn.ModuleLists (whose type does not say what they hold) of these
     linears: Sequence[nn.Linear]
     norms: Sequence[nn.LayerNorm] | None
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, two_hidden: bool = True, norm: bool = False) -> None:
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, two_hidden: bool = True, norm: bool = False,
+                 num_hidden: int | None = None) -> None:
         super().__init__()
-        dims = [in_dim, hidden] + ([hidden] if two_hidden else []) + [out_dim]
+        n = (2 if two_hidden else 1) if num_hidden is None else int(num_hidden)  # num_hidden: any count (TD-MPC2)
+        if n < 1:
+            raise ValueError(f"an MLP needs at least one hidden layer, got {n}")
+        dims = [in_dim] + [hidden] * n + [out_dim]
         self.linears = nn.ModuleList(  # type: ignore[assignment]  # typed by its items, above
             nn.Linear(a, b) for a, b in itertools.pairwise(dims))
         self.norms = (nn.ModuleList(nn.LayerNorm(d) for d in dims[1:-1])  # type: ignore[assignment]  # as linears
