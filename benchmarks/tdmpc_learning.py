@@ -1,11 +1,18 @@
-"""TD-MPC learning curves through the common run loop, seeds side by side, with their cost.
+"""TD-MPC and TD-MPC2 learning curves through the common run loop, seeds side by side, with their cost.
 
     python -m benchmarks.tdmpc_learning                       # Pendulum-v1, 3,000 steps, 3 seeds
     python -m benchmarks.tdmpc_learning --env dmc:cartpole-swingup --steps 12500 --eval-every 1250 \\
         --seeds 0 1 --final-episodes 10                        # 100k env steps at action repeat 8
     python -m benchmarks.tdmpc_learning --env dmc:pendulum-swingup --steps 25000 --eval-every 2500 --seeds 0
+    python -m benchmarks.tdmpc_learning --algo tdmpc2 --env dmc:pendulum-swingup --steps 100000 --eval-every 10000 \
+        --seeds 0 1 --out ../runs/tdmpc2_pendulum_swingup      # TD-MPC2, cpu preset, action repeat 2
 
-Each seed is one ``modelrl train tdmpc`` run (one torch thread each; ``--jobs`` at a time).
+``--algo tdmpc2`` runs TD-MPC2 (issue 19) and, on the tasks of ``benchmarks/reference/tdmpc2_official.csv``,
+plots and tabulates the official TD-MPC2 results beside it. The official trainer counts a ``step`` per action
+(``trainer/online_trainer.py`` line 125), each of which its DeepMind Control wrapper repeats twice
+(``envs/dmcontrol.py`` line 57): its "100k steps" are 100k agent steps, 200k env steps, and are drawn there.
+
+Each seed is one ``modelrl train tdmpc`` (or ``tdmpc2``) run (one torch thread each; ``--jobs`` at a time).
 ``--steps`` counts agent steps, as TD-MPC does; the tables and plot count env steps (agent steps
 x action repeat, the official per-task repeat unless ``--action-repeat``). Times per run come from
 its metrics.csv: wall-clock, wall-clock outside evaluation (``train_wall_s``) and process CPU time
@@ -28,15 +35,17 @@ import numpy as np
 
 from benchmarks.common import (
     RESULTS,
+    ROOT,
     machine,
     md_table,
     save_results,
     write_docs_section,
 )
-from modelrl.agents.tdmpc import default_action_repeat
+from modelrl.agents import agent_classes
 from modelrl.runner.options import parse_assignments
 
 TARGETS = {"Pendulum-v1": -200.0, "dmc:cartpole-swingup": 800.0}  # issue 4's acceptance thresholds
+OFFICIAL_TDMPC2 = ROOT / "benchmarks" / "reference" / "tdmpc2_official.csv"
 
 
 def slug(env_id: str) -> str:
@@ -47,7 +56,7 @@ def slug(env_id: str) -> str:
 
 def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_every: int, eval_episodes: int,
             action_repeat: int, overrides: dict, checkpoint_every: int | None = None,
-            resume: bool = False) -> list[str]:
+            resume: bool = False, algo: str = "tdmpc") -> list[str]:
     """One training run as a child process (one torch thread each, so seeds can run side by side); with
     ``resume``, the run in ``out`` continues from its last checkpoint (its config.yaml decides the rest).
     ``steps``, ``eval_every`` and ``checkpoint_every`` count agent steps here (the loop's own unit is env steps)."""
@@ -58,13 +67,14 @@ def command(env_id: str, seed: int, steps: int, preset: str, out: Path, eval_eve
             "    train(None, resume=a['out'], progress=False)\n"
             "else:\n"
             "    k = a['action_repeat']\n"
-            "    train(TrainConfig('tdmpc', a['env'], a['steps'] * k, seed=a['seed'], preset=a['preset'],"
+            "    train(TrainConfig(a['algo'], a['env'], a['steps'] * k, seed=a['seed'], preset=a['preset'],"
             " eval_every=a['eval_every'] * k, eval_episodes=a['eval_episodes'],"
             " checkpoint_every=a['checkpoint_every'] and a['checkpoint_every'] * k,"
             " action_repeat=k), overrides=a['overrides'], out=a['out'], progress=False)\n")
     arg = json.dumps({"env": env_id, "seed": seed, "steps": steps, "preset": preset, "out": str(out),
                       "eval_every": eval_every, "eval_episodes": eval_episodes, "action_repeat": action_repeat,
-                      "overrides": overrides, "checkpoint_every": checkpoint_every, "resume": resume})
+                      "overrides": overrides, "checkpoint_every": checkpoint_every, "resume": resume,
+                      "algo": algo})
     return [sys.executable, "-c", code, arg]
 
 
@@ -84,6 +94,7 @@ def curve(run: Path, action_repeat: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", default="tdmpc", choices=["tdmpc", "tdmpc2"])
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=3000, help="agent steps")
@@ -94,23 +105,28 @@ def main() -> None:
     parser.add_argument("--final-episodes", type=int, default=0, help="re-evaluate each final agent on N episodes")
     parser.add_argument("--target", type=float, default=None, help="default: the issue's threshold for --env")
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained side by side")
-    parser.add_argument("--out", type=Path, default=None, help="default: runs/bench_tdmpc_<task>")
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/bench_<algo>_<task>")
     parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=VALUE (YAML values)")
     parser.add_argument("--collect-only", action="store_true", help="summarise existing run directories <out>/seed<S>")
     parser.add_argument("--tag", default=None, help="results and docs section named tdmpc_<task>_<tag> (a variant)")
     args = parser.parse_args()
     task = slug(args.env)
-    repeat = args.action_repeat or default_action_repeat(args.env)
+    repeat = args.action_repeat or agent_classes(args.algo)[0].default_action_repeat(args.env)
+    title = {"tdmpc": "TD-MPC", "tdmpc2": "TD-MPC2"}[args.algo]
     target = args.target if args.target is not None else TARGETS.get(args.env)
-    out = args.out or Path(f"runs/bench_tdmpc_{task}")
+    out = args.out or Path(f"runs/bench_{args.algo}_{task}")
     overrides = parse_assignments(args.set, "--set")
     runs = {s: out / f"seed{s}" for s in args.seeds}
     if not args.collect_only:
-        pending = list(args.seeds)
+        # a run directory that exists is resumed from its last checkpoint; a finished one is skipped
+        pending = [s for s in args.seeds if not _finished(runs[s], args.steps * repeat)]
         while pending:
             batch, pending = pending[:args.jobs], pending[args.jobs:]
             procs = [subprocess.Popen(command(args.env, s, args.steps, args.preset, runs[s], args.eval_every,
-                                              args.eval_episodes, repeat, overrides)) for s in batch]
+                                              args.eval_episodes, repeat, overrides,
+                                              checkpoint_every=max(1, args.eval_every // 4),
+                                              resume=(runs[s] / "config.yaml").exists(), algo=args.algo))
+                     for s in batch]
             for proc in procs:
                 if proc.wait() != 0:
                     raise SystemExit(f"a training run failed (exit {proc.returncode})")
@@ -137,9 +153,12 @@ def main() -> None:
             "final_std": float(np.std(finals)), "seeds": per_seed}
     if target is not None:
         data["all_reach_target"] = all(p["first_env_step_at_target"] is not None for p in per_seed)
-    name = f"tdmpc_{task}" + (f"_{args.tag}" if args.tag else "")
+    name = f"{args.algo}_{task}" + (f"_{args.tag}" if args.tag else "")
+    official = official_tdmpc2(args.env) if args.algo == "tdmpc2" else {}
+    if official:
+        data["official"] = official
     save_results(name, data)
-    _plot(per_seed, target, args.env, RESULTS / f"{name}.png")
+    _plot(per_seed, target, args.env, RESULTS / f"{name}.png", title, official)
     m = data["machine"]
 
     def minutes(x):
@@ -155,7 +174,7 @@ def main() -> None:
     extra = f", overrides {overrides}" if overrides else ""
     final_note = (f"; the final return is a re-evaluation of the last agent on {args.final_episodes} episodes "
                   "(reset seeds 1000+)" if args.final_episodes else "")
-    text = (f"### TD-MPC on {args.env} (`{args.preset}` preset)\n\n"
+    text = (f"### {title} on {args.env} (`{args.preset}` preset)\n\n"
             f"`python -m benchmarks.tdmpc_learning --env {args.env}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
             f"1 thread per run, {len(per_seed)} seed(s) run {args.jobs} at a time{extra}. "
             f"{args.steps} agent steps at action repeat {repeat} = "
@@ -167,11 +186,44 @@ def main() -> None:
                        rows)
             + f"\n\nMean final return: **{data['final_mean']:.0f} ± {data['final_std']:.0f}**. Curves with their "
               f"times: `benchmarks/results/{name}.json`, plot `{name}.png`.")
+    if official:
+        def at(env_step: int) -> str:
+            got = [next((q["eval_return"] for q in p["curve"] if q["env_step"] == env_step), None) for p in per_seed]
+            return ", ".join("-" if g is None else f"{g:.0f}" for g in got)
+
+        text += ("\n\nThe official TD-MPC2 (`benchmarks/reference/tdmpc2_official.csv`, nicklashansen/tdmpc2 "
+                 "`results/tdmpc2/`): its step counts actions at action repeat 2, so its step 100k is 200k env "
+                 "steps here.\n\n" + md_table(
+                     ["official step", "env steps", "official seeds", "official mean", "ours at these env steps"],
+                     [[f"{int(k):,}", f"{o['env_step']:,}", ", ".join(f"{r:.0f}" for r in o["returns"]),
+                       f"{o['mean']:.0f}", at(o["env_step"])] for k, o in official.items() if int(k) > 0]))
     write_docs_section(name, text)
     print(text)
 
 
-def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path) -> None:
+def _finished(run: Path, env_steps: int) -> bool:
+    if not (run / "metrics.csv").exists():
+        return False
+    with open(run / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1:]
+    return bool(last) and int(last[0]["env_step"]) >= env_steps
+
+
+def official_tdmpc2(env_id: str) -> dict:
+    """The official TD-MPC2 returns for ``env_id`` (dmc:TASK): official step -> the seeds' returns, with the env
+    step it stands for (official steps are agent steps at action repeat 2)."""
+    if not env_id.startswith("dmc:"):
+        return {}
+    points: dict[int, list[float]] = {}
+    with open(OFFICIAL_TDMPC2) as f:
+        for r in csv.DictReader(f):
+            if r["task"] == env_id[4:]:
+                points.setdefault(int(r["official_step"]), []).append(float(r["return"]))
+    return {str(step): {"env_step": 2 * step, "returns": v, "mean": float(np.mean(v))} for step, v in points.items()}
+
+
+def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, title: str = "TD-MPC",
+          official: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,7 +237,12 @@ def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path) -
         ax.axhline(target, color="grey", ls="--", lw=1)
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval return")
-    ax.set_title(f"TD-MPC, {env_id}")
+    for step, o in (official or {}).items():
+        if int(step) > 0:
+            ax.errorbar([o["env_step"]], [o["mean"]], yerr=[[o["mean"] - min(o["returns"])],
+                        [max(o["returns"]) - o["mean"]]], fmt="s", color="black", capsize=4,
+                        label=f"official TD-MPC2 at its step {int(step):,} (mean, min-max)")
+    ax.set_title(f"{title}, {env_id}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

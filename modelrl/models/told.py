@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modelrl.models.layers import EnsembleMLP
+from modelrl.models.layers import EnsembleMLP, mish
 
 
 def _orthogonal_(weight: Tensor, generator: torch.Generator | None = None) -> None:
@@ -122,7 +122,7 @@ class MLP(nn.Module):
         for i, lin in enumerate(self.linears):
             x = lin(x)
             if i < last:
-                x = F.mish(self.norms[i](x)) if self.norms is not None else F.elu(x)
+                x = mish(self.norms[i](x)) if self.norms is not None else F.elu(x)
         return x
 
 
