@@ -1,6 +1,8 @@
-"""Shared test machinery: the crash-and-resume check every algorithm's exact-resume test runs."""
+"""Shared test machinery: the crash-and-resume check every algorithm's exact-resume test runs, and a replay
+buffer of random transitions."""
 import csv
 
+import numpy as np
 import pytest
 
 from modelrl.runner.train import train
@@ -8,6 +10,21 @@ from modelrl.runner.train import train
 
 class Crash(Exception):
     """Raised from the loop's on_step hook to simulate a killed run."""
+
+
+def random_buffer(env, steps, capacity=10_000, seed=0):
+    """A ReplayBuffer of ``steps`` transitions of uniform random actions in ``env`` (episodes reset as they end)."""
+    from modelrl.data.buffer import ReplayBuffer
+
+    buf = ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], capacity, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        nobs, r, te, tr, _ = env.step(a)
+        buf.add(obs, a, r, nobs, te, tr)
+        obs = nobs if not (te or tr) else env.reset()[0]
+    return buf
 
 
 def metrics_rows(run_dir) -> list[dict]:

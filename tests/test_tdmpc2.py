@@ -9,29 +9,17 @@ import torch
 from modelrl.agents import make
 from modelrl.agents.tdmpc2 import MODEL_SIZES, TDMPC2Config, heuristic_discount, percentile_range
 from modelrl.cli import main
-from modelrl.data.buffer import ReplayBuffer
 from modelrl.envs import make_env
 from modelrl.models.told import simnorm
 from modelrl.models.world_model import TwoHot, WorldModel, symexp, symlog
 from modelrl.runner.train import TrainConfig, train
 
 from conftest import metrics_rows as rows
+from conftest import random_buffer
 
 # A deliberately tiny TD-MPC2: mechanics under test, not learning.
 TINY = {"mlp_dim": 32, "enc_dim": 16, "latent_dim": 16, "num_samples": 16, "num_elites": 4, "num_pi_trajs": 4,
         "iterations": 2, "batch_size": 16, "explore_steps": 50, "num_bins": 11}
-
-
-def random_buffer(env, steps, capacity=10_000, seed=0):
-    buf = ReplayBuffer(env.observation_space.shape[0], env.action_space.shape[0], capacity, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
-        nobs, r, te, tr, _ = env.step(a)
-        buf.add(obs, a, r, nobs, te, tr)
-        obs = nobs if not (te or tr) else env.reset()[0]
-    return buf
 
 
 # -- the pieces, against hand-computed values -------------------------------------------------------------

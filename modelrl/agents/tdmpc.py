@@ -367,17 +367,24 @@ class TDMPCAgent(Agent):
             self._sampler_state = None
         return sampler
 
+    def _sample_batch(self, buffer) -> tuple[dict, dict[str, Tensor]]:
+        """A batch of sub-trajectories from the sampler, as it returned it and as tensors on the device: obs (s_0,
+        [B, S]), action [H, B, A], reward [H, B], next_obs (s_1..s_H, [H, B, S]), weight (importance, [B]),
+        terminated (float, [H, B])."""
+        assert self.sampler is not None, "update() makes it before the first update"
+        batch = self.sampler.sample(buffer, self.config.batch_size)
+        out = {k: torch.from_numpy(batch[k]).to(self.device, non_blocking=True)
+               for k in ("obs", "action", "reward", "next_obs", "weight")}
+        out["terminated"] = torch.from_numpy(batch["terminated"]).to(self.device, torch.float32, non_blocking=True)
+        return batch, out
+
     def _update_once(self, buffer) -> dict[str, float]:
         c, model, gen, sampler = self.config, self.model, self.update_gen, self.sampler
         assert sampler is not None, "update() makes it before the first update"
-        batch = sampler.sample(buffer, c.batch_size)
+        batch, t = self._sample_batch(buffer)
         dev = self.device
-        obs = torch.from_numpy(batch["obs"]).to(dev, non_blocking=True)  # s_0 [B, S]
-        action = torch.from_numpy(batch["action"]).to(dev, non_blocking=True)  # [H, B, A]
-        reward = torch.from_numpy(batch["reward"]).to(dev, non_blocking=True)  # [H, B]
-        next_obs = torch.from_numpy(batch["next_obs"]).to(dev, non_blocking=True)  # s_1..s_H [H, B, S]
-        weight = torch.from_numpy(batch["weight"]).to(dev, non_blocking=True)  # importance weights [B]
-        terminated = torch.from_numpy(batch["terminated"]).to(dev, torch.float32, non_blocking=True)  # [H, B]
+        obs, action, reward, next_obs, weight, terminated = (
+            t[k] for k in ("obs", "action", "reward", "next_obs", "weight", "terminated"))
         horizon, b = action.shape[:2]
         rho = c.rho ** torch.arange(horizon, dtype=torch.float32, device=dev).unsqueeze(1)  # [H, 1]
 

@@ -290,15 +290,11 @@ class TDMPC2Agent(TDMPCAgent):
         return sampler
 
     def _update_once(self, buffer) -> dict[str, float]:
-        c, model, gen, sampler = self.config, self.model, self.update_gen, self.sampler
-        assert sampler is not None, "update() makes it before the first update"
-        batch = sampler.sample(buffer, c.batch_size)
+        c, model, gen = self.config, self.model, self.update_gen
+        _, t = self._sample_batch(buffer)  # uniform replay: the importance weights are all 1
         dev = self.device
-        obs = torch.from_numpy(batch["obs"]).to(dev, non_blocking=True)  # s_0 [B, S]
-        action = torch.from_numpy(batch["action"]).to(dev, non_blocking=True)  # [H, B, A]
-        reward = torch.from_numpy(batch["reward"]).to(dev, non_blocking=True)  # [H, B]
-        next_obs = torch.from_numpy(batch["next_obs"]).to(dev, non_blocking=True)  # s_1..s_H [H, B, S]
-        terminated = torch.from_numpy(batch["terminated"]).to(dev, torch.float32, non_blocking=True)  # [H, B]
+        obs, action, reward, next_obs, terminated = (t[k] for k in ("obs", "action", "reward", "next_obs",
+                                                                     "terminated"))
         horizon, b = action.shape[:2]
         rho = c.rho ** torch.arange(horizon + 1, dtype=torch.float32, device=dev)  # [H + 1]
 
