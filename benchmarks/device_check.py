@@ -33,6 +33,8 @@ from benchmarks.common import RESULTS, machine, md_table, write_docs_section
 CASES: list[tuple[str, str, str | None, str, dict[str, Any], int]] = [
     ("tdmpc cpu", "tdmpc", "cpu", "Pendulum-v1", {"compile": False}, 200),
     ("tdmpc paper", "tdmpc", "paper", "HalfCheetah-v5", {}, 200),
+    ("tdmpc2 cpu", "tdmpc2", "cpu", "Pendulum-v1", {}, 200),
+    ("tdmpc2 5m", "tdmpc2", "5m", "HalfCheetah-v5", {}, 200),
     ("sac", "sac", "sac", "HalfCheetah-v5", {}, 300),
     ("mbpo G=20", "mbpo", None, "Pendulum-v1", {"utd": 20}, 100),
     ("mpc v1.5", "mpc", "v1.5", "Pendulum-v1", {}, 200),
@@ -41,9 +43,9 @@ CASES: list[tuple[str, str, str | None, str, dict[str, Any], int]] = [
 ]
 # --compile adds each of these with compile=True (TD-MPC: latent rollout and losses; SAC: its losses; MPC: the
 # planner's rollout)
-COMPILED = ("tdmpc cpu", "tdmpc paper", "sac", "mpc v1.5", "pets-cpu")
+COMPILED = ("tdmpc cpu", "tdmpc paper", "tdmpc2 cpu", "tdmpc2 5m", "sac", "mpc v1.5", "pets-cpu")
 SEED_STEPS = 1000  # random transitions in the buffer before timing (a full MBPO model fit, TD-MPC batches)
-CPU_SLOW = {"tdmpc paper", "pets paper"}  # seconds per call on one CPU thread: few repeats, a short loop
+CPU_SLOW = {"tdmpc paper", "tdmpc2 5m", "pets paper"}  # seconds per call on one CPU thread: few repeats, a short loop
 
 
 def sync(device: torch.device) -> None:
@@ -72,7 +74,7 @@ def measure(case: tuple, device: torch.device, repeats: int, loop_scale: float) 
     name, algo, preset, env_id, over, loop_steps = case
     env = make_env(env_id, seed=0)
     over = dict(over)
-    if algo == "tdmpc":
+    if algo in ("tdmpc", "tdmpc2"):
         over["pretrain_updates"] = 1  # time one update, not the 1000 that end the seed phase
     agent: Any = make(algo, env, preset=preset, seed=0, device=str(device), **over)  # attributes per algo
     explore = max(int(agent.config.explore_steps), 1)
