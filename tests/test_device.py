@@ -170,6 +170,8 @@ def test_cpu_run_resumes_with_an_explicit_device(tmp_path):
 @pytest.mark.parametrize("algo, over", [
     ("tdmpc", {"mlp_dim": 32, "enc_dim": 16, "latent_dim": 8, "num_samples": 16, "num_elites": 4, "iterations": 2,
                "batch_size": 16, "horizon": 3, "explore_steps": 50}),
+    ("tdmpc2", {"mlp_dim": 32, "enc_dim": 16, "latent_dim": 16, "num_samples": 16, "num_elites": 4,
+                "num_pi_trajs": 4, "iterations": 2, "batch_size": 16, "explore_steps": 50, "num_bins": 11}),
     ("sac", {"explore_steps": 50, "batch_size": 32}),
     ("mpc", {"explore_steps": 50, "model_epochs": 2}),
 ])
