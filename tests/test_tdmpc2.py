@@ -165,6 +165,39 @@ def test_update_trains_every_part_and_moves_only_the_q_targets_by_tau():
     assert agent.pi_optim.param_groups[0]["eps"] == 1e-5
 
 
+def test_episodic_tasks_cut_the_td_target_learn_termination_and_stop_planning_at_it():
+    env = make_env("InvertedPendulum-v5", seed=0)
+    agent = make("tdmpc2", env, seed=0, device="cpu", **{**TINY, "pretrain_updates": 1})
+    assert agent.config.episodic and agent.model.term is not None  # resolved: InvertedPendulum terminates
+    buf = random_buffer(env, 300)
+    out = agent.update(buf, 50)
+    assert "termination_loss" in out and np.isfinite(float(out["termination_loss"]))
+    h, b = 3, 4
+    obs, action = torch.randn(b, agent.obs_dim), torch.rand(h, b, 1) * 2 - 1
+    reward, next_obs, ones = torch.randn(h, b), torch.randn(h, b, agent.obs_dim), torch.ones(h, b)
+    rho = 0.5 ** torch.arange(h + 1, dtype=torch.float32)
+    agent.model.eval()
+    with torch.no_grad():
+        _, _, value_loss, term_loss, _, zs = agent._world_model_loss(obs, action, reward, next_obs, ones, rho,
+                                                                     torch.zeros(h * b, 1), torch.tensor([0, 1]))
+        # every step terminal: the TD target is the reward alone
+        k = agent.model.num_q
+        q = agent.model.q_logits(zs[:-1].reshape(h * b, -1), action.reshape(h * b, -1)).view(k, h, b, -1)
+        ce = agent.model.two_hot.cross_entropy(q, reward.unsqueeze(0))  # [K, H, B]
+        assert torch.allclose(value_loss, (rho[:h] * ce.mean(2)).sum() / (h * k), atol=1e-5)
+        logits = agent.model.termination_logit(zs[1:].reshape(h * b, -1)).view(h, b)
+        assert torch.allclose(term_loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, ones))
+        # planning: after a predicted termination neither rewards nor the terminal value count
+        z = agent.model.h(torch.randn(5, agent.obs_dim))
+        acts, noise, pick = torch.rand(h, 5, 1) * 2 - 1, torch.zeros(5, 1), torch.tensor([0, 1])
+        agent.model.term.linears[-1].bias.fill_(10.0)  # always "terminated"
+        first = agent.model.step(z, acts[0])[1]
+        assert torch.allclose(agent._latent_value(z, acts, noise, pick), first, atol=1e-5)
+    refused = make("tdmpc2", env, seed=0, device="cpu", **{**TINY, "episodic": False})
+    with pytest.raises(ValueError, match="ended an episode by termination"):
+        refused.update(buf, 10)
+
+
 def test_planning_fixed_horizon_and_std_policy_trajectories_and_lockstep_batches():
     env = make_env("Pendulum-v1", seed=0)
     agent = make("tdmpc2", env, seed=0, device="cpu", **TINY)
