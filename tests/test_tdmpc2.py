@@ -10,6 +10,7 @@ from modelrl.agents import make
 from modelrl.agents.tdmpc2 import MODEL_SIZES, TDMPC2Config, heuristic_discount, percentile_range
 from modelrl.cli import main
 from modelrl.envs import make_env
+from modelrl.models.layers import mish
 from modelrl.models.told import simnorm
 from modelrl.models.world_model import TwoHot, WorldModel, symexp, symlog
 from modelrl.runner.train import TrainConfig, train
@@ -52,6 +53,18 @@ def test_two_hot_encoding_round_trip_and_cross_entropy():
     assert th.cross_entropy(torch.randn(3, 4, 5), torch.randn(3, 4)).shape == (3, 4)
     with pytest.raises(ValueError, match="num_bins"):
         TwoHot(num_bins=1)
+
+
+def test_mish_through_sigmoid_is_mish_with_its_gradient():
+    x = (torch.randn(2000) * 6).requires_grad_()
+    y = mish(x)
+    y.sum().backward()
+    grad, x.grad = x.grad.clone(), None
+    torch.nn.functional.mish(x).sum().backward()
+    assert torch.allclose(y, torch.nn.functional.mish(x), atol=2e-6) and torch.allclose(grad, x.grad, atol=2e-6)
+    far = torch.tensor([-300.0, 300.0, float("nan")])
+    assert mish(far)[:2].tolist() == [0.0, 300.0] and torch.isnan(mish(far)[2])
+    assert torch.autograd.gradcheck(mish, (torch.randn(30, dtype=torch.float64, requires_grad=True),))
 
 
 def test_simnorm_is_a_softmax_per_group():
