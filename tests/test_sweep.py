@@ -74,7 +74,7 @@ def test_summarize_means_over_seeds_best_first():
     assert summary[1]["mean_return"] == -15.0 and summary[1]["std_return"] == 5.0 and summary[1]["seeds"] == 2
 
 
-@pytest.mark.parametrize("algo", ["mpc", "tdmpc", "sac", "mbpo", "bc", "dagger"])
+@pytest.mark.parametrize("algo", ["mpc", "tdmpc", "tdmpc2", "sac", "mbpo", "bc", "dagger"])
 def test_every_sweepable_field_reaches_the_trial(algo):
     """Each field a sweep may vary (the algorithm's config and the loop's), set by --grid or by --set, reaches the
     trial's TrainConfig or agent overrides, and a swept loop field replaces the sweep's own value (the bug:
