@@ -27,3 +27,14 @@ def test_utd_records_a_run_under_the_defaults_only_if_it_used_them(tmp_path, mon
         utd.record(changed, None)
     data = utd.record(changed, "LayerNorm, 123 random steps")
     assert [r.get("variant") for r in data["runs"]] == [None, "LayerNorm, 123 random steps"]
+
+
+def test_official_tdmpc2_results_are_drawn_at_the_env_steps_they_stand_for():
+    """The official TD-MPC2 trainer counts actions at action repeat 2: its step 100k is 200k env steps."""
+    from benchmarks.tdmpc_learning import official_tdmpc2
+
+    got = official_tdmpc2("dmc:pendulum-swingup")
+    assert got["100000"]["env_step"] == 200_000
+    assert sorted(got["100000"]["returns"]) == [563.7, 756.0, 852.2]  # results/tdmpc2/pendulum-swingup.csv
+    assert round(got["100000"]["mean"]) == 724
+    assert official_tdmpc2("Pendulum-v1") == {} and official_tdmpc2("dmc:walker-walk") == {}
