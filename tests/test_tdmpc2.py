@@ -238,15 +238,18 @@ def test_planning_fixed_horizon_and_std_policy_trajectories_and_lockstep_batches
 
 # -- learning, resume, CLI -----------------------------------------------------------------------------
 SMALL = {"mlp_dim": 64, "enc_dim": 64, "latent_dim": 32, "num_samples": 64, "num_elites": 8, "num_pi_trajs": 6,
-         "iterations": 3, "batch_size": 64, "explore_steps": 400}
+         "iterations": 3, "batch_size": 64}  # the official 1000 seed steps (max(1000, 5 x 200)) and their updates
 
 
 @pytest.mark.slow
 def test_small_tdmpc2_learns_pendulum_swing_up(tmp_path):
-    """Seed 0, 3 evaluation episodes at 1600 steps (random policy: about -1200)."""
-    cfg = TrainConfig("tdmpc2", "Pendulum-v1", 1600, seed=0, eval_every=800, eval_episodes=3)
+    """Seed 0, 3 evaluation episodes at 1600 steps. Measured (2026-11-30): -136 for seed 0, -543 and -588 for seeds
+    1 and 2 (one of the three episodes not swung up); a random policy scores about -1200 (-951 to -1195 at 400 steps).
+    The threshold asks for the swing-up on most episodes, with room for float rounding to change the seed's run."""
+    cfg = TrainConfig("tdmpc2", "Pendulum-v1", 1600, seed=0, eval_every=400, eval_episodes=3)
     _, run = train(cfg, overrides=SMALL, out=tmp_path / "p", progress=False)
-    assert float(rows(run)[-1]["eval_return"]) >= -300.0
+    curve = [float(r["eval_return"]) for r in rows(run)]
+    assert curve[0] < -800.0 and curve[-1] >= -700.0
 
 
 def test_resume_after_crash_gives_the_same_curve(crash_and_resume):
