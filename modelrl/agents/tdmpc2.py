@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from modelrl.agents.base import Agent, AgentConfig, stream_seed
-from modelrl.agents.tdmpc import TDMPCAgent, _dmc_domain, flush_denormal
+from modelrl.agents.tdmpc import TDMPCAgent, _dmc_domain
 from modelrl.data.subtraj import SubTrajectorySampler
 from modelrl.device import compiled
 from modelrl.envs.rewards import can_terminate
@@ -392,5 +392,5 @@ class TDMPC2Agent(TDMPCAgent):
         self.scale = state["scale"].to(self.device)
 
 
-__all__ = ["MODEL_SIZES", "TDMPC2Agent", "TDMPC2Config", "episode_length_of", "flush_denormal",
+__all__ = ["MODEL_SIZES", "TDMPC2Agent", "TDMPC2Config", "episode_length_of",
            "heuristic_discount", "percentile_range"]
