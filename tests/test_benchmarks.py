@@ -38,3 +38,20 @@ def test_official_tdmpc2_results_are_drawn_at_the_env_steps_they_stand_for():
     assert sorted(got["100000"]["returns"]) == [563.7, 756.0, 852.2]  # results/tdmpc2/pendulum-swingup.csv
     assert round(got["100000"]["mean"]) == 724
     assert official_tdmpc2("Pendulum-v1") == {} and official_tdmpc2("dmc:walker-walk") == {}
+
+
+def test_speed_probe_runs_on_the_code_before_issue_16_and_on_this_tree(tmp_path):
+    """``benchmarks.baseline_speed`` times one probe file on two code trees; it must keep working on both."""
+    import subprocess
+
+    from benchmarks import baseline_speed
+
+    try:
+        old = baseline_speed.unpack(baseline_speed.BASELINE, tmp_path)
+    except subprocess.CalledProcessError:
+        pytest.skip("a clone without the baseline commit (shallow)")
+    assert "lockstep" not in (old / "modelrl" / "runner" / "train.py").read_text()  # the old evaluation loop
+    got_old = baseline_speed.probe(old, "tdmpc-step", "--repeats", "2")
+    got_new = baseline_speed.probe(common.ROOT, "tdmpc-step", "--repeats", "2", "--eager")
+    for got in (got_old, got_new):
+        assert got["plan_ms"] > 0 and got["update_ms"] > 0 and got["compile"] is False
