@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,7 +135,9 @@ def main() -> None:
     for s, run in runs.items():
         c = curve(run, repeat)
         first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
-        row = {"seed": s, "run": str(run), "final_env_step": c[-1]["env_step"], "final_return": c[-1]["eval_return"],
+        # the run path relative to the repository: no machine paths in the committed results
+        row = {"seed": s, "run": os.path.relpath(run, ROOT), "final_env_step": c[-1]["env_step"],
+               "final_return": c[-1]["eval_return"],
                "best_return": max(p["eval_return"] for p in c), "first_env_step_at_target": first,
                "wall_s": c[-1]["wall_s"], "train_wall_s": c[-1]["train_wall_s"], "train_cpu_s": c[-1]["train_cpu_s"],
                "curve": c}
@@ -145,12 +148,15 @@ def main() -> None:
             row["final_eval"] = {"episodes": args.final_episodes, "mean": ev["mean_return"], "std": ev["std_return"],
                                  "returns": ev["returns"], "reset_seeds": ev["reset_seeds"]}
         per_seed.append(row)
-    finals = [p["final_eval"]["mean"] if "final_eval" in p else p["final_return"] for p in per_seed]
+    for p in per_seed:  # --collect-only on runs still going: their latest evaluation, marked as such
+        p["finished"] = p["final_env_step"] >= args.steps * repeat
+    finals = [p["final_eval"]["mean"] if "final_eval" in p else p["final_return"] for p in per_seed if p["finished"]]
     data = {"machine": machine(), "env": args.env, "preset": args.preset, "overrides": overrides,
             "agent_steps": args.steps, "action_repeat": repeat, "env_steps": args.steps * repeat,
             "eval_every_agent_steps": args.eval_every, "eval_episodes": args.eval_episodes,
-            "final_episodes": args.final_episodes, "target": target, "final_mean": float(np.mean(finals)),
-            "final_std": float(np.std(finals)), "seeds": per_seed}
+            "final_episodes": args.final_episodes, "target": target,
+            "final_mean": float(np.mean(finals)) if finals else None,
+            "final_std": float(np.std(finals)) if finals else None, "seeds": per_seed}
     if target is not None:
         data["all_reach_target"] = all(p["first_env_step_at_target"] is not None for p in per_seed)
     name = f"{args.algo}_{task}" + (f"_{args.tag}" if args.tag else "")
@@ -167,7 +173,8 @@ def main() -> None:
     rows = []
     for p in per_seed:
         final = (f"{p['final_eval']['mean']:.0f} ± {p['final_eval']['std']:.0f}" if "final_eval" in p
-                 else f"{p['final_return']:.0f}")
+                 else f"{p['final_return']:.0f}" if p["finished"]
+                 else f"(running; {p['final_return']:.0f} at {p['final_env_step']:,})")
         rows.append([p["seed"], final, f"{p['best_return']:.0f}",
                      "-" if target is None else (p["first_env_step_at_target"] or "not reached"),
                      minutes(p["wall_s"]), minutes(p["train_wall_s"]), minutes(p["train_cpu_s"])])
@@ -175,7 +182,8 @@ def main() -> None:
     final_note = (f"; the final return is a re-evaluation of the last agent on {args.final_episodes} episodes "
                   "(reset seeds 1000+)" if args.final_episodes else "")
     text = (f"### {title} on {args.env} (`{args.preset}` preset)\n\n"
-            f"`python -m benchmarks.tdmpc_learning --env {args.env}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
+            f"`python -m benchmarks.tdmpc_learning{'' if args.algo == 'tdmpc' else ' --algo ' + args.algo} "
+            f"--env {args.env}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
             f"1 thread per run, {len(per_seed)} seed(s) run {args.jobs} at a time{extra}. "
             f"{args.steps} agent steps at action repeat {repeat} = "
             f"{args.steps * repeat:,} env steps; evaluation every {args.eval_every * repeat:,} env steps "
@@ -184,8 +192,10 @@ def main() -> None:
             + md_table(["seed", f"return at {args.steps * repeat:,} env steps", "best", "first env step at target",
                         "wall-clock, min", "wall-clock outside evaluation, min", "CPU time outside evaluation, min"],
                        rows)
-            + f"\n\nMean final return: **{data['final_mean']:.0f} ± {data['final_std']:.0f}**. Curves with their "
-              f"times: `benchmarks/results/{name}.json`, plot `{name}.png`.")
+            + ("\n\n" + (f"Mean final return: **{data['final_mean']:.0f} ± {data['final_std']:.0f}**"
+                          f" ({len(finals)} of {len(per_seed)} seeds finished)" if finals
+                          else "No run has finished yet")
+               + f". Curves with their times: `benchmarks/results/{name}.json`, plot `{name}.png`."))
     if official:
         def at(env_step: int) -> str:
             got = [next((q["eval_return"] for q in p["curve"] if q["env_step"] == env_step), None) for p in per_seed]
