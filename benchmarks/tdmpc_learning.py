@@ -232,6 +232,15 @@ def official_tdmpc2(env_id: str) -> dict:
     return {str(step): {"env_step": 2 * step, "returns": v, "mean": float(np.mean(v))} for step, v in points.items()}
 
 
+def our_tdmpc_curves(env_id: str) -> list[dict]:
+    """Our TD-MPC's seeds on the same DMC task from the DeepMind Control table (``benchmarks.tdmpc_dmc``), if run."""
+    path = RESULTS / "tdmpc_dmc.json"
+    if not env_id.startswith("dmc:") or not path.exists():
+        return []
+    task = env_id[len("dmc:"):]
+    return next((t["seeds"] for t in json.loads(path.read_text())["tasks"] if t["task"] == task), [])
+
+
 def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, title: str = "TD-MPC",
           official: dict | None = None) -> None:
     import matplotlib
@@ -243,6 +252,11 @@ def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, t
     for p in per_seed:
         c = p["curve"]
         ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], marker="o", label=f"seed {p['seed']}")
+    if title != "TD-MPC":  # TD-MPC2 beside our TD-MPC on the same task (issue 19)
+        for s in our_tdmpc_curves(env_id):
+            c = s["curve"]
+            ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], ls=":", color="grey", marker=".",
+                    label=f"our TD-MPC seed {s['seed']}")
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1)
     ax.set_xlabel("env steps")
@@ -253,7 +267,7 @@ def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, t
                         [max(o["returns"]) - o["mean"]]], fmt="s", color="black", capsize=4,
                         label=f"official TD-MPC2 at its step {int(step):,} (mean, min-max)")
     ax.set_title(f"{title}, {env_id}")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
