@@ -28,22 +28,14 @@ CASES = {  # name: (algo, preset, env, action repeat)
 
 
 def ready_agent(algo: str, preset: str, env_id: str, repeat: int):
+    from benchmarks.speed_probe import random_buffer
     from modelrl.agents import make
-    from modelrl.data.buffer import ReplayBuffer
     from modelrl.envs import make_env
 
     env = make_env(env_id, seed=0, action_repeat=repeat)
     agent: Any = make(algo, env, preset=preset, seed=0, device="cpu", compile=False)  # eager, as recorded
     if algo == "mpc":  # fit the model once on random data, as after the seed phase
-        buf = ReplayBuffer(agent.obs_dim, agent.action_dim, 10_000, seed=0)
-        rng = np.random.default_rng(0)
-        obs, _ = env.reset(seed=0)
-        for _ in range(1000):
-            a = rng.uniform(-1, 1, agent.action_dim).astype(np.float32)
-            nobs, r, te, tr, _ = env.step(a)
-            buf.add(obs, a, r, nobs, te, tr)
-            obs = nobs if not (te or tr) else env.reset()[0]
-        agent.update(buf, max(agent.config.explore_steps, 1000))
+        agent.update(random_buffer(agent, env, 1000), max(agent.config.explore_steps, 1000))
     else:
         agent.step = agent.config.schedule_steps  # full planning horizon
     env.close()
