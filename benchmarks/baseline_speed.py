@@ -5,7 +5,7 @@
 Issue 16 asks for CPU ratios of "today's code path against the new one". The old tree (by default
 commit 1fa57b8, the last before the issue's changes: no sampling core, no lockstep evaluation, no
 compile option) is unpacked from git into a temporary folder, and the same probe
-(``benchmarks/speed_probe.py``, which uses only calls both trees have) runs in child processes on
+(``benchmarks/_speed_probe.py``, which uses only calls both trees have) runs in child processes on
 the old tree and on this one, alternating, ``rounds`` times, one thread each. Each tree runs its
 defaults: today's TD-MPC ``cpu`` preset compiles (``compile=True``); the eager figure of today's tree is
 measured beside it. Writes benchmarks/results/baseline_speed.json and a section of docs/benchmarks.md.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, machine, md_table, save_results, write_docs_section
 
-PROBE = Path(__file__).with_name("speed_probe.py")
+PROBE = Path(__file__).with_name("_speed_probe.py")
 BASELINE = "1fa57b8"  # 2026-11-26, the last commit before issue 16's changes
 
 

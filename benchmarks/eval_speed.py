@@ -28,7 +28,7 @@ CASES = {  # name: (algo, preset, env, action repeat)
 
 
 def ready_agent(algo: str, preset: str, env_id: str, repeat: int):
-    from benchmarks.speed_probe import random_buffer
+    from benchmarks._speed_probe import random_buffer
     from modelrl.agents import make
     from modelrl.envs import make_env
 

@@ -1,6 +1,6 @@
 """One timing of one ``modelrl`` code tree, printed as JSON: the child process of ``benchmarks.baseline_speed``.
 
-    PYTHONPATH=TREE python benchmarks/speed_probe.py CASE [--lockstep] [--eager] [--repeats R] [--episodes K]
+    PYTHONPATH=TREE python benchmarks/_speed_probe.py CASE [--lockstep] [--eager] [--repeats R] [--episodes K]
 
 Run by path, never as ``-m benchmarks...``: it imports nothing but ``modelrl`` (from ``PYTHONPATH``),
 numpy and torch, and only calls that the code of 2026-11-26 (before issue 16) and today's both
