@@ -164,7 +164,8 @@ def main() -> None:
     if official:
         data["official"] = official
     save_results(name, data)
-    _plot(per_seed, target, args.env, RESULTS / f"{name}.png", title, official)
+    tdmpc = our_tdmpc_curves(args.env) if args.algo == "tdmpc2" else []  # issue 19: beside our TD-MPC
+    _plot(per_seed, target, args.env, RESULTS / f"{name}.png", title, official, tdmpc)
     m = data["machine"]
 
     def minutes(x):
@@ -242,7 +243,8 @@ def our_tdmpc_curves(env_id: str) -> list[dict]:
 
 
 def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, title: str = "TD-MPC",
-          official: dict | None = None) -> None:
+          official: dict | None = None, tdmpc: list[dict] | None = None) -> None:
+    """The seeds' curves; for TD-MPC2, the official points and ``tdmpc`` (our TD-MPC's seeds, dotted) beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,11 +254,10 @@ def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, t
     for p in per_seed:
         c = p["curve"]
         ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], marker="o", label=f"seed {p['seed']}")
-    if title != "TD-MPC":  # TD-MPC2 beside our TD-MPC on the same task (issue 19)
-        for s in our_tdmpc_curves(env_id):
-            c = s["curve"]
-            ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], ls=":", color="grey", marker=".",
-                    label=f"our TD-MPC seed {s['seed']}")
+    for s in tdmpc or []:
+        c = s["curve"]
+        ax.plot([q["env_step"] for q in c], [q["eval_return"] for q in c], ls=":", color="grey", marker=".",
+                label=f"our TD-MPC seed {s['seed']}")
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1)
     ax.set_xlabel("env steps")
