@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r} {case}: old {evals[case]['old'][-1]['cpu_s']:.1f} CPU s, "
                       f"new {evals[case]['new'][-1]['cpu_s']:.1f}", flush=True)
     step_rows = {k: {"plan_ms": median_of(v, "plan_ms"), "update_ms": median_of(v, "update_ms"),
-                     "first_s": median_of(v, "first_s")} for k, v in step.items()}
+                     "first_wall_s": median_of(v, "first_wall_s")} for k, v in step.items()}
     base = step_rows["old"]["plan_ms"] + step_rows["old"]["update_ms"]
     for row in step_rows.values():
         row["ratio"] = (row["plan_ms"] + row["update_ms"]) / base

@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._speed_probe import EVAL_CASES, random_buffer
 from benchmarks.common import machine, md_table, save_results, write_docs_section
 
-CASES = {  # name: (algo, preset, env, action repeat)
-    "mpc v1.5": ("mpc", "v1.5", "Pendulum-v1", 1),
-    "tdmpc cpu": ("tdmpc", "cpu", "dmc:cartpole-swingup", 8),
-    "pets-cpu": ("mpc", "pets-cpu", "Pendulum-v1", 1),
+CASES = {  # name: (algo, preset, env, action repeat), the cases benchmarks.baseline_speed times too
+    "mpc v1.5": EVAL_CASES["eval-mpc-v1.5"],
+    "tdmpc cpu": EVAL_CASES["eval-tdmpc-cpu"],
+    "pets-cpu": EVAL_CASES["eval-pets-cpu"],
 }
 
 
 def ready_agent(algo: str, preset: str, env_id: str, repeat: int):
-    from benchmarks._speed_probe import random_buffer
     from modelrl.agents import make
     from modelrl.envs import make_env
 
