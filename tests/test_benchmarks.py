@@ -55,3 +55,14 @@ def test_speed_probe_runs_on_the_code_before_issue_16_and_on_this_tree(tmp_path)
     got_new = baseline_speed.probe(common.ROOT, "tdmpc-step", "--repeats", "2", "--eager")
     for got in (got_old, got_new):
         assert got["plan_ms"] > 0 and got["update_ms"] > 0 and got["compile"] is False
+
+
+def test_speed_floor_counts_matmul_work_forward_and_backward():
+    """The floor's FLOP count: 2 m k n for a matmul, and twice that again for its two gradients."""
+    import torch
+
+    from benchmarks.speed_floor import flops
+
+    a, b = torch.randn(8, 16, requires_grad=True), torch.randn(16, 4)
+    assert flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    assert flops(lambda: (a @ b.requires_grad_()).sum().backward()) == 3 * 2 * 8 * 16 * 4
