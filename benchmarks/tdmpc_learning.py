@@ -133,6 +133,9 @@ def main() -> None:
                     raise SystemExit(f"a training run failed (exit {proc.returncode})")
     per_seed = []
     for s, run in runs.items():
+        if not (run / "metrics.csv").exists():  # only with --collect-only: a seed not started yet
+            print(f"seed {s}: no evaluation yet in {run}, left out of the table")
+            continue
         c = curve(run, repeat)
         first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
         # the run path relative to the repository: no machine paths in the committed results
