@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ def tdmpc2_step(preset: str) -> tuple[float, float]:
     from modelrl.envs import make_env
 
     env = make_env("dmc:cartpole-swingup", seed=0, action_repeat=2)
-    agent = make("tdmpc2", env, preset=preset, seed=0, device="cpu", compile=False, pretrain_updates=1)
+    agent: Any = make("tdmpc2", env, preset=preset, seed=0, device="cpu", compile=False, pretrain_updates=1)
     buf = filled_buffer(agent, env, 1000)
     obs, _ = env.reset(seed=1)
     agent.update(buf, agent.config.explore_steps)
