@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks._speed_probe import EVAL_CASES, build, evaluation, random_buffer, tdmpc_step
 from benchmarks.common import load_results, machine, md_table, save_results, write_docs_section
 from benchmarks.tdmpc2_speed import OFFICIAL_STEPS_PER_S
-from benchmarks.tdmpc_speed import filled_buffer
+from benchmarks.tdmpc_speed import filled_buffer, timed
 
 
 def flops(fn) -> float:
@@ -42,14 +40,10 @@ def flops(fn) -> float:
 
 
 def thread_ms(fn, repeats: int) -> float:
-    for _ in range(10):
+    """Median thread CPU time of ``fn()``, ms (``benchmarks.tdmpc_speed.timed``, after 10 warm-up calls)."""
+    for _ in range(9):
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * timed(fn, repeats)[1]
 
 
 def peak_gflops() -> float:
@@ -105,13 +99,7 @@ def tdmpc2_step(preset: str) -> tuple[float, float]:
     agent.update(buf, agent.config.explore_steps)
     agent.act(obs)
     work = flops(lambda: agent.act(obs)) + flops(lambda: agent._update_once(buf))
-    times = []
-    for _ in range(5):
-        t = time.thread_time()
-        agent.act(obs)
-        agent._update_once(buf)
-        times.append(time.thread_time() - t)
-    return work, 1e3 * statistics.median(times)
+    return work, 1e3 * (timed(lambda: agent.act(obs), 5)[1] + timed(lambda: agent._update_once(buf), 5)[1])
 
 
 def sac_case(repeats: int) -> dict:
@@ -120,15 +108,10 @@ def sac_case(repeats: int) -> dict:
     from stable_baselines3 import SAC as SB3SAC
 
     from modelrl.agents.sac import SACAgent, SACConfig
-    from modelrl.data.buffer import ReplayBuffer
 
     env = gym.make("Pendulum-v1")
     ours = SACAgent(env, SACConfig(), seed=0, device="cpu")
-    buf = ReplayBuffer(3, 1, 10_000, seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(5000):
-        buf.add(rng.normal(size=3).astype(np.float32), rng.uniform(-1, 1, 1).astype(np.float32), float(rng.normal()),
-                rng.normal(size=3).astype(np.float32), False, False)
+    buf = random_buffer(ours, env, 5000)
     sb3 = SB3SAC("MlpPolicy", env, seed=0, device="cpu", verbose=0)
     sb3.learn(300)
 
