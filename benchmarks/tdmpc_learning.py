@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra config fields KEY=VALUE (YAML values)")
     parser.add_argument("--collect-only", action="store_true", help="summarise existing run directories <out>/seed<S>")
     parser.add_argument("--tag", default=None, help="results and docs section named tdmpc_<task>_<tag> (a variant)")
+    parser.add_argument("--tdmpc-results", default="tdmpc_dmc",
+                        help="with --algo tdmpc2: the results (benchmarks/results/NAME.json) whose TD-MPC seeds are "
+                             "shown beside it: the DMC table (default) or a run of this benchmark, e.g. "
+                             "tdmpc_pendulum_swingup_200k")
     args = parser.parse_args()
     task = slug(args.env)
     repeat = args.action_repeat or agent_classes(args.algo)[0].default_action_repeat(args.env)
@@ -167,7 +171,7 @@ def main() -> None:
     if official:
         data["official"] = official
     save_results(name, data)
-    tdmpc = our_tdmpc_curves(args.env) if args.algo == "tdmpc2" else []  # issue 19: beside our TD-MPC
+    tdmpc = our_tdmpc_curves(args.env, args.tdmpc_results) if args.algo == "tdmpc2" else []  # issue 19
     _plot(per_seed, target, args.env, RESULTS / f"{name}.png", title, official, tdmpc)
     m = data["machine"]
 
@@ -201,16 +205,18 @@ def main() -> None:
                           else "No run has finished yet")
                + f". Curves with their times: `benchmarks/results/{name}.json`, plot `{name}.png`."))
     if official:
-        def at(env_step: int) -> str:
-            got = [next((q["eval_return"] for q in p["curve"] if q["env_step"] == env_step), None) for p in per_seed]
-            return ", ".join("-" if g is None else f"{g:.0f}" for g in got)
+        def at(env_step: int, seeds: list[dict]) -> str:
+            got = [next((q["eval_return"] for q in p["curve"] if q["env_step"] == env_step), None) for p in seeds]
+            return ", ".join("-" if g is None else f"{g:.0f}" for g in got) or "-"
 
         text += ("\n\nThe official TD-MPC2 (`benchmarks/reference/tdmpc2_official.csv`, nicklashansen/tdmpc2 "
                  "`results/tdmpc2/`): its step counts actions at action repeat 2, so its step 100k is 200k env "
                  "steps here.\n\n" + md_table(
-                     ["official step", "env steps", "official seeds", "official mean", "ours at these env steps"],
+                     ["official step", "env steps", "official seeds", "official mean", "ours at these env steps",
+                      f"our TD-MPC (`{args.tdmpc_results}`)"],
                      [[f"{int(k):,}", f"{o['env_step']:,}", ", ".join(f"{r:.0f}" for r in o["returns"]),
-                       f"{o['mean']:.0f}", at(o["env_step"])] for k, o in official.items() if int(k) > 0]))
+                       f"{o['mean']:.0f}", at(o["env_step"], per_seed), at(o["env_step"], tdmpc)]
+                      for k, o in official.items() if int(k) > 0]))
     write_docs_section(name, text)
     print(text)
 
@@ -236,13 +242,17 @@ def official_tdmpc2(env_id: str) -> dict:
     return {str(step): {"env_step": 2 * step, "returns": v, "mean": float(np.mean(v))} for step, v in points.items()}
 
 
-def our_tdmpc_curves(env_id: str) -> list[dict]:
-    """Our TD-MPC's seeds on the same DMC task from the DeepMind Control table (``benchmarks.tdmpc_dmc``), if run."""
-    path = RESULTS / "tdmpc_dmc.json"
+def our_tdmpc_curves(env_id: str, name: str = "tdmpc_dmc") -> list[dict]:
+    """Our TD-MPC's seeds on the same DMC task, if run: from the DeepMind Control table (``benchmarks.tdmpc_dmc``)
+    or from results ``name`` of this benchmark (``--algo tdmpc``, e.g. runs continued to more env steps)."""
+    path = RESULTS / f"{name}.json"
     if not env_id.startswith("dmc:") or not path.exists():
         return []
+    data = json.loads(path.read_text())
+    if "tasks" not in data:  # this benchmark's own results
+        return data["seeds"] if data.get("env") == env_id else []
     task = env_id[len("dmc:"):]
-    return next((t["seeds"] for t in json.loads(path.read_text())["tasks"] if t["task"] == task), [])
+    return next((t["seeds"] for t in data["tasks"] if t["task"] == task), [])
 
 
 def _plot(per_seed: list[dict], target: float | None, env_id: str, path: Path, title: str = "TD-MPC",

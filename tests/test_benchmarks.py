@@ -40,6 +40,24 @@ def test_official_tdmpc2_results_are_drawn_at_the_env_steps_they_stand_for():
     assert official_tdmpc2("Pendulum-v1") == {} and official_tdmpc2("dmc:walker-walk") == {}
 
 
+def test_our_tdmpc_curves_come_from_the_dmc_table_or_from_a_named_run_of_the_same_task(tmp_path, monkeypatch):
+    """TD-MPC2's plot and table show our TD-MPC from the DMC table, or from runs continued past it (named)."""
+    import json
+
+    from benchmarks import tdmpc_learning
+
+    monkeypatch.setattr(tdmpc_learning, "RESULTS", tmp_path)
+    seeds = [{"seed": 0, "curve": [{"env_step": 200_000, "eval_return": 790.0}]}]
+    (tmp_path / "tdmpc_dmc.json").write_text(json.dumps({"tasks": [{"task": "pendulum-swingup", "seeds": seeds[:0]},
+                                                                   {"task": "walker-walk", "seeds": seeds}]}))
+    (tmp_path / "longer.json").write_text(json.dumps({"env": "dmc:pendulum-swingup", "seeds": seeds}))
+    assert tdmpc_learning.our_tdmpc_curves("dmc:walker-walk") == seeds
+    assert tdmpc_learning.our_tdmpc_curves("dmc:pendulum-swingup") == []
+    assert tdmpc_learning.our_tdmpc_curves("dmc:pendulum-swingup", "longer") == seeds
+    assert tdmpc_learning.our_tdmpc_curves("dmc:cartpole-swingup", "longer") == []  # another task's runs
+    assert tdmpc_learning.our_tdmpc_curves("dmc:pendulum-swingup", "missing") == []
+
+
 def test_speed_probe_runs_on_the_code_before_issue_16_and_on_this_tree(tmp_path):
     """``benchmarks.baseline_speed`` times one probe file on two code trees; it must keep working on both."""
     import subprocess
