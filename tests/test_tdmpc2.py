@@ -279,3 +279,21 @@ def test_cli_train_and_eval_and_presets(tmp_path, capsys):
     assert (cfg.latent_dim, cfg.num_q, cfg.mlp_dim) == (128, 2, 100)  # the size's values, then the user's
     assert TDMPC2Config.default_action_repeat("dmc:walker-walk") == 2
     assert TDMPC2Config.default_action_repeat("Pendulum-v1") == 1
+
+
+def test_matmul_precision_is_the_official_high_set_on_cuda_only():
+    """Official train.py sets float32 matmul precision 'high' (TF32 on GPUs); an agent on the CPU leaves the
+    process's setting alone, an unknown value is refused, and on CUDA (where it exists) the agent sets it."""
+    env = make_env("Pendulum-v1", seed=0)
+    assert TDMPC2Config().matmul_precision == "high"
+    before = torch.get_float32_matmul_precision()
+    make("tdmpc2", env, preset="cpu", seed=0, device="cpu", matmul_precision="medium")
+    assert torch.get_float32_matmul_precision() == before
+    with pytest.raises(ValueError, match="matmul_precision"):
+        make("tdmpc2", env, preset="cpu", seed=0, device="cpu", matmul_precision="tf32")
+    if torch.cuda.is_available():
+        try:
+            make("tdmpc2", env, preset="cpu", seed=0, device="cuda", matmul_precision="medium")
+            assert torch.get_float32_matmul_precision() == "medium"
+        finally:
+            torch.set_float32_matmul_precision(before)

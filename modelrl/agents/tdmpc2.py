@@ -141,6 +141,10 @@ class TDMPC2Config(AgentConfig):
     terminate (``modelrl.envs.can_terminate``: off for DeepMind Control, Pendulum, HalfCheetah, ...)."""
     flush_denormal: bool = True  # ours: CPU speed (see ``modelrl.agents.tdmpc.flush_denormal``)
     compile: bool = False  # ours: torch.compile the candidates' latent rollout and the update's losses
+    matmul_precision: str = "high"
+    """float32 matmuls on CUDA: official ``torch.set_float32_matmul_precision('high')`` (``tdmpc2/train.py``,
+    line 23), TF32 on GPUs that have it. Set for the process when the agent is built on a CUDA device; on the
+    CPU it is left alone (this CPU's matmuls ran the same at every setting, measured)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},  # the official defaults: the 5M model
@@ -181,6 +185,10 @@ class TDMPC2Agent(TDMPCAgent):
             raise ValueError("need temperature > 0 and 0 < min_std <= max_std")
         if c.discount is not None and not 0 < c.discount <= 1:
             raise ValueError(f"discount must be in (0, 1], got {c.discount}")
+        if c.matmul_precision not in ("highest", "high", "medium"):
+            raise ValueError(f"matmul_precision must be 'highest', 'high' or 'medium', got {c.matmul_precision!r}")
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision(c.matmul_precision)
         # resolved here, so config.yaml records what ran
         self.episode_length = episode_length_of(env)
         resolved: dict[str, Any] = {}
