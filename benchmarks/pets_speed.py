@@ -8,13 +8,16 @@ TS-inf with 20 particles, CEM with 500 samples and 5 iterations over 15 steps) i
 those of the model's dense layers (2 x multiply-adds per row and layer, every step of every
 iteration). The reference is a batched matmul of the dominant shape, ``[E, R / E, 200] x
 [E, 200, 200]`` for R = 10,000 rows, timed in the same run, in alternation with the plans, on one
-thread; thread CPU time, medians. The plan is timed twice per repeat: with the eager rollout and with
-it through ``torch.compile`` (the MPC agent's ``compile`` option; compilation in the warm-up, untimed).
+thread; thread CPU time, medians (and the minor page faults of a plan). The plan is timed twice per
+repeat: with the eager rollout and with it through ``torch.compile`` (the MPC agent's ``compile`` option;
+compilation in the warm-up, untimed). ``MODELRL_KEEP_FREED_MEMORY=0`` measures it with glibc's own
+allocator settings (``modelrl.device.keep_freed_memory``).
 Writes benchmarks/results/pets_speed.json and a section of docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine, md_table, save_results, write_docs_section
-from modelrl.device import compiled
+from modelrl.device import compiled, keep_freed_memory
 from modelrl.planners.base import batched_rollout_returns
 
 
@@ -49,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         agent.act(obs)
     compile_s = time.perf_counter() - compile_s
     plan_s: dict[str, list[float]] = {k: [] for k in rollouts}
+    faults: dict[str, list[int]] = {k: [] for k in rollouts}  # minor page faults during a plan (the kernel's time)
     mm_s = []
     for _ in range(args.repeats):  # alternate, so load on a shared machine hits all alike
         for name, fn in rollouts.items():
             agent.planner._rollout = fn
-            t = time.thread_time()
+            f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.thread_time()
             agent.act(obs)
             plan_s[name].append(time.thread_time() - t)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
         t = time.thread_time()
         for _ in range(10):
             torch.bmm(x, w)
@@ -70,17 +75,21 @@ def main(argv: list[str] | None = None) -> int:
                     "layers": len(model.net.layers), "horizon": c.horizon, "iterations": c.iterations, "plan_s": plan,
                     "plan_gflop": flops / 1e9, "plan_gflops": flops / plan / 1e9,
                     "bmm_shape": [e, rows // e, hidden, hidden], "bmm_gflops": mm_flops / mm / 1e9,
-                    "ratio": (flops / plan) / (mm_flops / mm)})
+                    "ratio": (flops / plan) / (mm_flops / mm),
+                    "page_faults": int(statistics.median(faults[name]))})
+    keep = keep_freed_memory()  # what the agent asked of the allocator (False: off or not glibc)
     save_results("pets_speed", {"machine": machine(), "repeats": args.repeats, "results": out,
-                                "warm_up_and_compile_s": compile_s})
+                                "warm_up_and_compile_s": compile_s, "keep_freed_memory": keep})
     table = md_table(["preset", "model rollout", "rows (samples x particles)", "GFLOP / plan", "s / plan (CPU)",
-                      "plan GFLOP/s", "bmm GFLOP/s (same shape, same run)", "plan / bmm"],
+                      "plan GFLOP/s", "bmm GFLOP/s (same shape, same run)", "plan / bmm", "page faults / plan"],
                      [[args.preset, r["rollout"], rows, f"{r['plan_gflop']:.0f}", f"{r['plan_s']:.2f}",
-                       f"{r['plan_gflops']:.1f}", f"{r['bmm_gflops']:.1f}", f"{100 * r['ratio']:.0f}%"] for r in out])
+                       f"{r['plan_gflops']:.1f}", f"{r['bmm_gflops']:.1f}", f"{100 * r['ratio']:.0f}%",
+                       f"{r['page_faults']:,}"] for r in out])
     m = machine()
     write_docs_section("pets_speed", f"### PETS at the paper's settings against a batched matmul\n\n"
                        f"`python -m benchmarks.pets_speed` on {m['cpu']}, {m['date']}, torch {m['torch']}, 1 thread, "
-                       f"thread CPU time, medians of {args.repeats} alternating repeats.\n\n{table}\n")
+                       f"thread CPU time, medians of {args.repeats} alternating repeats; freed memory kept for "
+                       f"reuse (`modelrl.device.keep_freed_memory`): {'yes' if keep else 'no'}.\n\n{table}\n")
     print(table)
     return 0
 

@@ -1,5 +1,9 @@
 """The run-level device, portable generator states and checkpoints, per-row loss averages, lockstep
 evaluation and batched planning. Tests marked ``gpu`` run only where CUDA exists."""
+import os
+import platform
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -222,3 +226,19 @@ def test_sac_configs_written_with_the_old_device_field_still_load():
         assert cfg.batch_size == 64 and not hasattr(cfg, "device")
     with pytest.raises(ValueError, match="devic"):
         build_config(SACConfig, None, devic="cpu")
+
+
+FLAG_PROBE = "from modelrl.device import keep_freed_memory as k; print(k(), k())"
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_keep_freed_memory_applies_once_per_process_unless_turned_off_or_set_by_the_user():
+    """Its effect on speed (page faults, time per plan) is measured by ``benchmarks.pets_speed``."""
+    def run(**env):
+        full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+        return subprocess.run([sys.executable, "-c", FLAG_PROBE], env=full, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run() == ["True", "True"]
+    assert run(MODELRL_KEEP_FREED_MEMORY="0") == ["False", "False"]
+    assert run(MALLOC_TRIM_THRESHOLD_="131072") == ["False", "False"]  # the user's own setting stands

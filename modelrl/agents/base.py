@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, Union
 import gymnasium
 import numpy as np
 
-from modelrl.device import resolve_device
+from modelrl.device import keep_freed_memory, resolve_device
 from modelrl.types import suggestions, unknown_name
 
 
@@ -273,6 +273,8 @@ class Agent(ABC):
         self.env_id = env.spec.id if env.spec is not None else None
         self.device = resolve_device(device)
         """Where every module, tensor and generator of the agent lives (``auto``: CUDA where available)."""
+        if self.device.type == "cpu":
+            keep_freed_memory()  # glibc: no page faults on every large temporary (modelrl.device)
 
     @abstractmethod
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
