@@ -137,10 +137,10 @@ def main() -> None:
                     raise SystemExit(f"a training run failed (exit {proc.returncode})")
     per_seed = []
     for s, run in runs.items():
-        if not (run / "metrics.csv").exists():  # only with --collect-only: a seed not started yet
+        c = curve(run, repeat) if (run / "metrics.csv").exists() else []
+        if not c:  # only with --collect-only: a seed not started yet, or before its first evaluation
             print(f"seed {s}: no evaluation yet in {run}, left out of the table")
             continue
-        c = curve(run, repeat)
         first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
         # the run path relative to the repository: no machine paths in the committed results
         row = {"seed": s, "run": os.path.relpath(run, ROOT), "final_env_step": c[-1]["env_step"],
