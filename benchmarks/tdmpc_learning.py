@@ -93,6 +93,33 @@ def curve(run: Path, action_repeat: int) -> list[dict]:
              "eval_return": float(r["eval_return"]), "eval_return_std": float(r["eval_return_std"])} for r in rows]
 
 
+def collect(runs: dict[int, Path], repeat: int, target: float | None, final_episodes: int = 0) -> list[dict]:
+    """One row per seed of ``runs`` (seed -> run directory): its curve, final and best return, first env step at
+    ``target`` and times. A seed not started yet, or before its first evaluation (a run still going, with
+    ``--collect-only``), is left out with a message."""
+    per_seed = []
+    for s, run in runs.items():
+        c = curve(run, repeat) if (run / "metrics.csv").exists() else []
+        if not c:  # only with --collect-only: a seed not started yet, or before its first evaluation
+            print(f"seed {s}: no evaluation yet in {run}, left out of the table")
+            continue
+        first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
+        # the run path relative to the repository: no machine paths in the committed results
+        row = {"seed": s, "run": os.path.relpath(run, ROOT), "final_env_step": c[-1]["env_step"],
+               "final_return": c[-1]["eval_return"],
+               "best_return": max(p["eval_return"] for p in c), "first_env_step_at_target": first,
+               "wall_s": c[-1]["wall_s"], "train_wall_s": c[-1]["train_wall_s"], "train_cpu_s": c[-1]["train_cpu_s"],
+               "curve": c}
+        if final_episodes:
+            from modelrl.runner.evaluate import evaluate_run
+
+            ev = evaluate_run(run, episodes=final_episodes, seed=1000)  # reset seeds unseen in training evals
+            row["final_eval"] = {"episodes": final_episodes, "mean": ev["mean_return"], "std": ev["std_return"],
+                                 "returns": ev["returns"], "reset_seeds": ev["reset_seeds"]}
+        per_seed.append(row)
+    return per_seed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="tdmpc", choices=["tdmpc", "tdmpc2"])
@@ -135,26 +162,7 @@ def main() -> None:
             for proc in procs:
                 if proc.wait() != 0:
                     raise SystemExit(f"a training run failed (exit {proc.returncode})")
-    per_seed = []
-    for s, run in runs.items():
-        c = curve(run, repeat) if (run / "metrics.csv").exists() else []
-        if not c:  # only with --collect-only: a seed not started yet, or before its first evaluation
-            print(f"seed {s}: no evaluation yet in {run}, left out of the table")
-            continue
-        first = None if target is None else next((p["env_step"] for p in c if p["eval_return"] >= target), None)
-        # the run path relative to the repository: no machine paths in the committed results
-        row = {"seed": s, "run": os.path.relpath(run, ROOT), "final_env_step": c[-1]["env_step"],
-               "final_return": c[-1]["eval_return"],
-               "best_return": max(p["eval_return"] for p in c), "first_env_step_at_target": first,
-               "wall_s": c[-1]["wall_s"], "train_wall_s": c[-1]["train_wall_s"], "train_cpu_s": c[-1]["train_cpu_s"],
-               "curve": c}
-        if args.final_episodes:
-            from modelrl.runner.evaluate import evaluate_run
-
-            ev = evaluate_run(run, episodes=args.final_episodes, seed=1000)  # reset seeds unseen in training evals
-            row["final_eval"] = {"episodes": args.final_episodes, "mean": ev["mean_return"], "std": ev["std_return"],
-                                 "returns": ev["returns"], "reset_seeds": ev["reset_seeds"]}
-        per_seed.append(row)
+    per_seed = collect(runs, repeat, target, args.final_episodes)
     for p in per_seed:  # --collect-only on runs still going: their latest evaluation, marked as such
         p["finished"] = p["final_env_step"] >= args.steps * repeat
     finals = [p["final_eval"]["mean"] if "final_eval" in p else p["final_return"] for p in per_seed if p["finished"]]

@@ -58,6 +58,25 @@ def test_our_tdmpc_curves_come_from_the_dmc_table_or_from_a_named_run_of_the_sam
     assert tdmpc_learning.our_tdmpc_curves("dmc:pendulum-swingup", "missing") == []
 
 
+def test_collect_leaves_out_seeds_without_an_evaluation_and_counts_env_steps(tmp_path, capsys):
+    """``--collect-only`` on runs still going: a seed not started, or with only the header, is left out."""
+    from benchmarks.tdmpc_learning import collect
+
+    header = "env_step,agent_step,wall_s,train_wall_s,train_cpu_s,eval_return,eval_return_std\n"
+    done, empty, missing = tmp_path / "seed0", tmp_path / "seed1", tmp_path / "seed2"
+    done.mkdir()
+    empty.mkdir()
+    (done / "metrics.csv").write_text(header + "1000,500,9,8,7,300,5\n2000,1000,19,16,14,850,4\n")
+    (empty / "metrics.csv").write_text(header)
+    rows = collect({0: done, 1: empty, 2: missing}, repeat=2, target=800.0)
+    assert [r["seed"] for r in rows] == [0]
+    assert (rows[0]["final_env_step"], rows[0]["final_return"], rows[0]["first_env_step_at_target"]) == (
+        2000, 850.0, 2000)
+    assert rows[0]["train_cpu_s"] == 14.0
+    out = capsys.readouterr().out
+    assert "seed 1: no evaluation yet" in out and "seed 2: no evaluation yet" in out
+
+
 def test_speed_probe_runs_on_the_code_before_issue_16_and_on_this_tree(tmp_path):
     """``benchmarks.baseline_speed`` times one probe file on two code trees; it must keep working on both."""
     import subprocess
