@@ -71,6 +71,12 @@ def test_simnorm_is_a_softmax_per_group():
     z = torch.tensor([[0.0, math.log(3.0), 1.0, 1.0]])
     out = simnorm(z, 2)
     assert torch.allclose(out, torch.tensor([[0.25, 0.75, 0.5, 0.5]]))
+    # leading axes and gradients as the plain softmax of each group (simnorm computes it transposed)
+    z = (5 * torch.randn(3, 4, 24, dtype=torch.float64)).requires_grad_()
+    plain = torch.softmax(z.view(3, 4, 3, 8), dim=-1).view(3, 4, 24)
+    g = torch.randn(3, 4, 24, dtype=torch.float64)
+    assert torch.allclose(simnorm(z, 8), plain)
+    assert torch.allclose(torch.autograd.grad(simnorm(z, 8), z, g)[0], torch.autograd.grad(plain, z, g)[0])
 
 
 def test_percentile_range_and_the_running_scale():
