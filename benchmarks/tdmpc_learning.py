@@ -197,9 +197,10 @@ def main() -> None:
     extra = f", overrides {overrides}" if overrides else ""
     final_note = (f"; the final return is a re-evaluation of the last agent on {args.final_episodes} episodes "
                   "(reset seeds 1000+)" if args.final_episodes else "")
-    text = (f"### {title} on {args.env} (`{args.preset}` preset)\n\n"
+    variant = (" --set " + " ".join(args.set) if args.set else "") + (f" --tag {args.tag}" if args.tag else "")
+    text = (f"### {title} on {args.env} (`{args.preset}` preset{', ' + args.tag if args.tag else ''})\n\n"
             f"`python -m benchmarks.tdmpc_learning{'' if args.algo == 'tdmpc' else ' --algo ' + args.algo} "
-            f"--env {args.env}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
+            f"--env {args.env}{variant}` on {m['cpu']}, {m['date']}, torch {m['torch']}, "
             f"1 thread per run, {len(per_seed)} seed(s) run {args.jobs} at a time{extra}. "
             f"{args.steps} agent steps at action repeat {repeat} = "
             f"{args.steps * repeat:,} env steps; evaluation every {args.eval_every * repeat:,} env steps "
