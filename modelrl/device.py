@@ -46,9 +46,9 @@ def keep_freed_memory() -> bool:
 
     With glibc's defaults, tensors of hundreds of KB to a few MB (an ensemble layer's activations) are freed
     to the OS at the top of the heap or from their own mapping, and the next allocation faults its pages in
-    again: a PETS plan at the paper's settings took 105,000-149,000 page faults (280,000 in a first probe by hand),
-    and keeping the memory made it
-    5-6% faster (docs/benchmarks.md, "PETS at the paper's settings"); SAC's update took 250. This sets
+    again: a PETS plan at the paper's settings took 105,000-149,000 page faults (280,000 in a first probe by
+    hand), and keeping the memory made it 5-6% faster (docs/benchmarks.md, "PETS at the paper's settings");
+    SAC's update took 250. This sets
     malloc's mmap threshold to its maximum (32 MiB; larger blocks are still mapped) and its trim threshold
     to 1 GiB, for the process, once. Results are unchanged; memory freed by a run is kept for its next
     allocations (the process's resident size stays near its peak). Called when an agent is built on the CPU.
